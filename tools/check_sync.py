@@ -29,6 +29,8 @@ def main():
         print("Notebooks must be committed clean and adalib/ must be exported from them "
               "(never edited by hand). Review `git diff` and commit.")
         sys.exit(1)
+    readme = subprocess.run([sys.executable, str(ROOT / "tools" / "make_readme.py"), "--check"], cwd=ROOT)
+    if readme.returncode: sys.exit(1)
     print(f"check-sync ok: {len(nbs)} notebooks clean, library in sync")
 
 if __name__ == "__main__":

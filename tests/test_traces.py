@@ -1,0 +1,256 @@
+"Tests for adalib.traces: validation messages, Parquet shards, JSON-log import, padding, splits."
+import json, os, time, warnings
+from pathlib import Path
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from adalib.traces import TraceSet, Padded, write_shard, synthetic_traces, validate_frame, hidden_path, TMP_MARK
+
+
+def good_df():
+    return pd.DataFrame({"trace_id": ["a", "a", "a", "b", "b"], "step": [0, 1, 2, 0, 1],
+                         "tokens": [10, 20, 30, 16, 32], "answer": ["1", "2", "3", "x", "y"],
+                         "correct": [False, True, True, False, False], "sig_p": [.1, .5, .9, .2, .3]})
+
+
+def raw_parquet(df, path):
+    "Write a table bypassing write_shard's validation (simulates a file made by other tools)."
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path)
+    return path
+
+
+# ---------- the five validation errors: each names file, column and row ----------
+
+def test_missing_column_names_file_and_column(tmp_path):
+    p = raw_parquet(good_df().drop(columns="tokens"), tmp_path / "m.parquet")
+    with pytest.raises(ValueError) as e: TraceSet.read(p)
+    msg = str(e.value)
+    assert str(p) in msg and "'tokens'" in msg and "missing" in msg and "row" in msg
+
+
+def test_nan_signal_names_file_column_row(tmp_path):
+    df = good_df(); df.loc[3, "sig_p"] = np.nan
+    p = raw_parquet(df, tmp_path / "nan.parquet")
+    with pytest.raises(ValueError) as e: TraceSet.read(p)
+    msg = str(e.value)
+    assert str(p) in msg and "column 'sig_p', row 3" in msg and "trace_id='b', step=0" in msg and "NaN" in msg
+
+
+def test_non_increasing_tokens_names_file_column_row(tmp_path):
+    df = good_df(); df.loc[2, "tokens"] = 20   # equal to previous step
+    p = raw_parquet(df, tmp_path / "tok.parquet")
+    with pytest.raises(ValueError) as e: TraceSet.read(p)
+    msg = str(e.value)
+    assert str(p) in msg and "column 'tokens', row 2" in msg and "strictly increasing" in msg
+
+
+def test_duplicate_trace_step_names_file_column_rows(tmp_path):
+    df = pd.concat([good_df(), good_df().iloc[[4]]], ignore_index=True)
+    p = raw_parquet(df, tmp_path / "dup.parquet")
+    with pytest.raises(ValueError) as e: TraceSet.read(p)
+    msg = str(e.value)
+    assert str(p) in msg and "column 'step', rows 4 and 5" in msg and "duplicate (trace_id, step) = ('b', 1)" in msg
+
+
+@pytest.mark.parametrize("bad, row", [([0, 1, 1, 0, 0], 0), ([False, True, "yes", False, False], 2)])
+def test_non_boolean_correct_names_file_column_row(tmp_path, bad, row):
+    df = good_df(); df["correct"] = pd.Series(bad, dtype=object if isinstance(bad[2], str) else np.int64)
+    p = tmp_path / "c.parquet"
+    raw_parquet(df, p) if not isinstance(bad[2], str) else None
+    if isinstance(bad[2], str):   # arrow can't store mixed types; check the frame boundary with the same source naming
+        with pytest.raises(ValueError) as e: TraceSet.from_frames(df, source=str(p))
+    else:
+        with pytest.raises(ValueError) as e: TraceSet.read(p)
+    msg = str(e.value)
+    assert str(p) in msg and f"column 'correct', row {row}" in msg and "not boolean" in msg
+
+
+def test_corrupt_parquet_names_file(tmp_path):
+    p = tmp_path / "broken.parquet"
+    good = write_shard(good_df(), None, tmp_path / "ok.parquet")
+    p.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    with pytest.raises(ValueError, match="broken.parquet: cannot read this parquet file"): TraceSet.read(p)
+    (tmp_path / "garbage.parquet").write_text("not parquet at all")
+    with pytest.raises(ValueError, match="garbage.parquet"): TraceSet.read(tmp_path / "garbage.parquet")
+    # in a folder, the bad shard is named too
+    with pytest.raises(ValueError, match="broken.parquet|garbage.parquet"): TraceSet.read(tmp_path)
+
+
+def test_noncontiguous_steps_and_meta_mismatch(tmp_path):
+    df = good_df(); df.loc[2, "step"] = 3
+    with pytest.raises(ValueError, match="column 'step', row 2.*contiguous"): validate_frame(df, "f")
+    with pytest.raises(ValueError, match="no metadata record for traces \\['b'\\]"):
+        TraceSet.from_frames(good_df(), [{"trace_id": "a"}])
+    with pytest.raises(ValueError, match="no checkpoint rows"):
+        TraceSet.from_frames(good_df(), [{"trace_id": "a"}, {"trace_id": "b"}, {"trace_id": "c"}])
+
+
+# ---------- shards ----------
+
+def test_roundtrip_metadata_solvable_and_sorting(tmp_path):
+    meta = [{"trace_id": "b", "model": "m", "difficulty": np.int64(2)}, {"trace_id": "a", "model": "m", "difficulty": 1}]
+    df = good_df().sample(frac=1, random_state=0)
+    p = write_shard(df, meta, tmp_path / "s.parquet")
+    ts = TraceSet.read(p)
+    assert list(ts.df["trace_id"]) == ["a", "a", "a", "b", "b"] and list(ts.df["step"]) == [0, 1, 2, 0, 1]
+    assert ts.meta.loc["a", "solvable"] and not ts.meta.loc["b", "solvable"]
+    assert ts.meta.loc["b", "difficulty"] == 2 and ts.signals == ["p"] and ts.n == 2 and ts.T == 3
+    assert json.loads(pq.read_schema(p).metadata[b"adalib_meta"])[0]["trace_id"] == "a"
+
+
+def test_atomic_write_leaves_no_partial_file(tmp_path, monkeypatch):
+    p = tmp_path / "s.parquet"
+    write_shard(good_df(), None, p)
+    before = p.read_bytes()
+    def boom(table, where, **kw):
+        Path(where).write_bytes(b"half")
+        raise OSError("disk full")
+    monkeypatch.setattr(pq, "write_table", boom)
+    with pytest.raises(OSError): write_shard(good_df().assign(sig_p=0.5), None, p)
+    assert p.read_bytes() == before                       # old shard untouched
+    assert [f.name for f in tmp_path.iterdir()] == ["s.parquet"]   # temp file cleaned up
+
+
+def test_folder_ignores_temp_files_with_warning_and_rejects_cross_shard_duplicates(tmp_path):
+    ts = synthetic_traces(40, 6, seed=1)
+    a, b = ts.split(0.25, seed=0)
+    a.write(tmp_path / "000.parquet"); b.write(tmp_path / "001.parquet")
+    leftover = tmp_path / f"002.parquet{TMP_MARK}77-abc"
+    leftover.write_bytes(b"junk")
+    with pytest.warns(UserWarning, match=leftover.name):
+        back = TraceSet.read(tmp_path)
+    pd.testing.assert_frame_equal(back.df, ts.df)
+    pd.testing.assert_frame_equal(back.meta, ts.meta)
+    a.write(tmp_path / "003.parquet")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="003.parquet.*also appears in .*000.parquet"):
+        TraceSet.read(tmp_path)
+
+
+def test_hidden_states_aligned_after_sort(tmp_path):
+    df = good_df().iloc[::-1].reset_index(drop=True)
+    h = np.c_[df["tokens"].to_numpy(), df["step"].to_numpy()].astype(np.float16)
+    p = write_shard(df, None, tmp_path / "h.parquet", hidden=h)
+    assert hidden_path(p).exists()
+    ts = TraceSet.read(p, hidden=True)
+    assert ts.hidden.dtype == np.float16 and ts.hidden.shape == (5, 2)
+    assert (ts.hidden[:, 0] == ts.df["tokens"]).all() and (ts.hidden[:, 1] == ts.df["step"]).all()
+    with pytest.raises(ValueError, match="hidden states must be"): write_shard(df, None, tmp_path / "x.parquet", hidden=h[:3])
+    write_shard(df, None, tmp_path / "noh.parquet")
+    with pytest.raises(FileNotFoundError, match="noh.hidden.npy"): TraceSet.read(tmp_path / "noh.parquet", hidden=True)
+
+
+# ---------- padded arrays, splits, subsets ----------
+
+def test_padded_repeats_last_value():
+    ts = TraceSet.from_frames(good_df())
+    P = ts.arrays()
+    assert isinstance(P, Padded) and P.tokens.shape == (2, 3)
+    assert P.mask.tolist() == [[True, True, True], [True, True, False]] and P.lengths.tolist() == [2 + 1, 2]
+    assert P.tokens[1].tolist() == [16, 32, 32] and P.answers[1].tolist() == ["x", "y", "y"]
+    assert P.signals["p"][1].tolist() == [.2, .3, .3] and P.correct[0].tolist() == [False, True, True]
+    assert P.solvable.tolist() == [True, False] and P.trace_ids.tolist() == ["a", "b"]
+
+
+def test_split_is_seeded_and_disjoint():
+    ts = synthetic_traces(100, 5, seed=0)
+    c1, t1 = ts.split(0.2, seed=7); c2, t2 = ts.split(0.2, seed=7); c3, _ = ts.split(0.2, seed=8)
+    assert c1.n == 20 and t1.n == 80 and list(c1.trace_ids) == list(c2.trace_ids)
+    assert set(c1.trace_ids) != set(c3.trace_ids) and not set(c1.trace_ids) & set(t1.trace_ids)
+    assert len(c1.df) + len(t1.df) == len(ts.df)
+    with pytest.raises(ValueError, match="cal_frac"): ts.split(1.0, seed=0)
+    with pytest.raises(ValueError, match="unknown trace_id"): ts.subset(["nope"])
+    with pytest.raises(ValueError, match="matched no traces"): ts.filter(model="other")
+    with pytest.raises(ValueError, match="metadata column 'colour' unknown"): ts.filter(colour=1)
+
+
+def test_synthetic_signals_plausible():
+    ts = synthetic_traces(2000, 16, seed=0)
+    P = ts.arrays()
+    sig = P.signals["answer_prob"]
+    sol = P.solvable
+    first = np.argmax(P.correct & P.mask, axis=1)
+    # solvable: confidence after becoming correct exceeds confidence before
+    before = np.array([sig[i, :first[i]].mean() for i in np.flatnonzero(sol & (first > 1))])
+    after = np.array([sig[i, first[i]:P.lengths[i]].mean() for i in np.flatnonzero(sol & (first > 1))])
+    assert (after - before).mean() > 0.2
+    # unsolvable: low, and correct at last checkpoint never
+    assert sig[~sol][P.mask[~sol]].mean() < 0.25 and not P.correct[~sol, :][np.arange((~sol).sum()), P.lengths[~sol] - 1].any()
+    assert (P.signals["eot_negent"] <= 0).all()
+    ts_all = synthetic_traces(50, 4, seed=0, solvable_frac=1.0, ragged=False)
+    assert ts_all.meta["solvable"].all() and (ts_all.arrays().lengths == 4).all()
+
+
+def test_validation_is_vectorised_on_100k_rows():
+    ts = synthetic_traces(10_000, 10, seed=0, ragged=False)
+    assert len(ts.df) == 100_000
+    df = ts.df.sample(frac=1, random_state=1)
+    t0 = time.perf_counter(); ts2 = TraceSet.from_frames(df, ts.meta); dt = time.perf_counter() - t0
+    pd.testing.assert_frame_equal(ts2.df, ts.df)
+    assert dt < 5, f"validation of 100k rows took {dt:.1f}s"
+    t0 = time.perf_counter(); ts.arrays(); assert time.perf_counter() - t0 < 5
+
+
+def test_add_signal():
+    ts = TraceSet.from_frames(good_df())
+    ts.add_signal("sig_q", np.arange(5.0))
+    assert ts.signals == ["p", "q"] and ts.df["sig_q"].tolist() == [0, 1, 2, 3, 4]
+    with pytest.raises(ValueError, match="row 1 .*NaN"): ts.add_signal("r", [0, np.nan, 0, 0, 0])
+    with pytest.raises(ValueError, match="one entry per checkpoint row"): ts.add_signal("r", [0, 1])
+
+
+# ---------- JSON log importer ----------
+
+LOG = {"model": "qwen", "results": [
+    {"id": 7, "question": "1+1?", "answer": "2", "checkpoints": [
+        {"checkpoint_idx": 1, "tokens_used": 100, "predicted_answer": "3", "confidence": 0.2, "is_correct": False, "entropy": 2.0, "eat": 0.1},
+        {"checkpoint_idx": 2, "tokens_used": 200, "predicted_answer": "2", "confidence": 0.9, "is_correct": True, "entropy": 0.5, "eat": 0.4, "note": "x"}]},
+    {"id": "q2", "question": "2+2?", "answer": "4", "checkpoints": [
+        {"checkpoint_idx": 0, "tokens_used": 50, "predicted_answer": 5, "confidence": 0.1, "is_correct": False, "entropy": 1.0, "eat": 0.2}]}]}
+
+
+def write_json(tmp_path, obj, name="log.json"):
+    p = tmp_path / name; p.write_text(json.dumps(obj)); return p
+
+
+def test_json_log_import(tmp_path):
+    ts = TraceSet.from_json_log(write_json(tmp_path, LOG), model="qwen")
+    assert list(ts.trace_ids) == ["7", "q2"] and ts.T == 2
+    d = ts.df
+    assert d["step"].tolist() == [0, 1, 0] and d["checkpoint_idx"].tolist() == [1, 2, 0]
+    assert d["tokens"].tolist() == [100, 200, 50] and d["answer"].tolist() == ["3", "2", "5"]
+    assert d["sig_confidence"].tolist() == [0.2, 0.9, 0.1] and d["sig_neg_entropy"].tolist() == [-2.0, -0.5, -1.0]
+    assert d["sig_eat"].tolist() == [0.1, 0.4, 0.2] and "sig_note" not in d and "sig_is_correct" not in d
+    assert ts.meta.loc["7", "gold"] == "2" and ts.meta.loc["7", "question"] == "1+1?" and ts.meta.loc["7", "model"] == "qwen"
+    assert ts.meta.loc["7", "solvable"] and not ts.meta.loc["q2", "solvable"] and ts.meta.loc["7", "final_answer"] == "2"
+    # top-level list works the same
+    ts2 = TraceSet.from_json_log(write_json(tmp_path, LOG["results"], "list.json"))
+    pd.testing.assert_frame_equal(ts2.df, ts.df)
+
+
+def test_json_missing_checkpoints(tmp_path):
+    bad = json.loads(json.dumps(LOG)); del bad["results"][1]["checkpoints"]
+    p = write_json(tmp_path, bad)
+    with pytest.raises(ValueError) as e: TraceSet.from_json_log(p)
+    assert str(p) in str(e.value) and "item 1 (id='q2')" in str(e.value) and "'checkpoints' is missing" in str(e.value)
+
+
+def test_json_non_numeric_tokens(tmp_path):
+    bad = json.loads(json.dumps(LOG)); bad["results"][0]["checkpoints"][1]["tokens_used"] = "two hundred"
+    p = write_json(tmp_path, bad)
+    with pytest.raises(ValueError) as e: TraceSet.from_json_log(p)
+    assert str(p) in str(e.value) and "item 0 (id='7') checkpoint 1: field 'tokens_used' = 'two hundred' is not a number" in str(e.value)
+
+
+def test_json_other_malformed(tmp_path):
+    bad = json.loads(json.dumps(LOG)); del bad["results"][0]["checkpoints"][0]["confidence"]
+    with pytest.raises(ValueError, match=r"item 0 \(id='7'\) checkpoint 0: field\(s\) \['confidence'\] missing"):
+        TraceSet.from_json_log(write_json(tmp_path, bad))
+    bad = json.loads(json.dumps(LOG)); bad["results"][0]["checkpoints"][0]["is_correct"] = "yes"
+    with pytest.raises(ValueError, match="field 'is_correct' = 'yes' is not a boolean"): TraceSet.from_json_log(write_json(tmp_path, bad))
+    bad = json.loads(json.dumps(LOG)); bad["results"][0]["checkpoints"][1]["tokens_used"] = 50
+    with pytest.raises(ValueError, match="column 'tokens'.*strictly increasing"): TraceSet.from_json_log(write_json(tmp_path, bad))
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json: not valid JSON"): TraceSet.from_json_log(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="no list of items"): TraceSet.from_json_log(write_json(tmp_path, {"x": 1}))
