@@ -54,17 +54,19 @@ def test_duplicate_trace_step_names_file_column_rows(tmp_path):
     assert str(p) in msg and "column 'step', rows 4 and 5" in msg and "duplicate (trace_id, step) = ('b', 1)" in msg
 
 
-@pytest.mark.parametrize("bad, row", [([0, 1, 1, 0, 0], 0), ([False, True, "yes", False, False], 2)])
+@pytest.mark.parametrize("bad, row", [([0, 1, 1, 0, 0], 0), (["False", "True", "yes", "False", "False"], 0)])
 def test_non_boolean_correct_names_file_column_row(tmp_path, bad, row):
-    df = good_df(); df["correct"] = pd.Series(bad, dtype=object if isinstance(bad[2], str) else np.int64)
-    p = tmp_path / "c.parquet"
-    raw_parquet(df, p) if not isinstance(bad[2], str) else None
-    if isinstance(bad[2], str):   # arrow can't store mixed types; check the frame boundary with the same source naming
-        with pytest.raises(ValueError) as e: TraceSet.from_frames(df, source=str(p))
-    else:
-        with pytest.raises(ValueError) as e: TraceSet.read(p)
+    df = good_df(); df["correct"] = bad
+    p = raw_parquet(df, tmp_path / "c.parquet")
+    with pytest.raises(ValueError) as e: TraceSet.read(p)
     msg = str(e.value)
     assert str(p) in msg and f"column 'correct', row {row}" in msg and "not boolean" in msg
+
+
+def test_non_boolean_correct_in_object_column_names_row():
+    df = good_df(); df["correct"] = pd.Series([False, True, "yes", False, False], dtype=object)
+    with pytest.raises(ValueError, match="f.parquet: column 'correct', row 2 .*'yes'.*not boolean"):
+        TraceSet.from_frames(df, source="f.parquet")
 
 
 def test_corrupt_parquet_names_file(tmp_path):
