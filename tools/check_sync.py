@@ -17,8 +17,8 @@ def snapshot():
 def main():
     before = snapshot()
     nbs = [str(p) for p in sorted(ROOT.glob("nbs/**/*.ipynb")) if ".ipynb_checkpoints" not in str(p)]
-    for nb in nbs:
-        subprocess.run([str(BIN / "nbdev_clean"), "--fname", nb], check=True, cwd=ROOT)
+    for folder in sorted({str(Path(nb).parent) for nb in nbs}):  # one process per folder
+        subprocess.run([str(BIN / "nbdev_clean"), "--fname", folder], check=True, cwd=ROOT)
     subprocess.run([str(BIN / "nbdev_export")], check=True, cwd=ROOT)
     after = snapshot()
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
