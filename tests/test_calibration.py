@@ -258,3 +258,25 @@ def test_bad_prob_recalibrator_on_raw_scores():
 
 def test_bad_threshold():
     with pytest.raises(ValueError, match=r"threshold must be a finite number"): cal.explore_threshold([0.1], [1], float("nan"))
+
+
+def test_risk_coverage_expected_curve_matches_random_tie_breaking():
+    rng = np.random.default_rng(9)
+    s = rng.integers(0, 4, 40).astype(float); y = rng.random(40) < (s + 1) / 5
+    rc = cal.risk_coverage(s, y, expected=True)
+    # expected accuracy of the top-k under random tie-breaking, by averaging many random tie orders
+    acc = np.zeros(40)
+    for _ in range(4000):
+        o = np.lexsort((rng.random(40), -s))
+        acc += np.cumsum(y[o]) / np.arange(1, 41)
+    assert np.allclose(rc["accuracy"], acc / 4000, atol=0.02)
+    assert np.isclose(rc["risk"].mean(), cal.aurc(s, y))
+    thin = cal.risk_coverage(s, y, expected=True, max_points=10)
+    assert len(thin) <= 11 and thin["coverage"].iloc[-1] == 1.0
+    grouped = cal.risk_coverage(s, y)
+    assert len(grouped) == len(np.unique(s)) and np.allclose(grouped["risk"].to_numpy(), rc.set_index("n_kept").loc[grouped["n_kept"], "risk"])
+
+
+def test_bad_counts_shape():
+    with pytest.raises(ValueError, match=r"counts must be \(n_boot, 2\) for 2 groups"):
+        cal.bootstrap([0.1, 0.2], [1, 0], counts=np.ones((5, 3)))

@@ -218,3 +218,25 @@ def test_bad_self_consistency_single_sample():
 
 def test_bad_split_frac():
     with pytest.raises(ValueError, match=r"frac must be in \(0, 1\)"): C.split_by_problem(traces(hidden=False), 1.5, 0)
+
+
+def test_sampled_self_consistency_end_to_end():
+    """Problems are regenerated from trace metadata and m traces per problem are sampled with adalib.generate."""
+    from adalib.generate import generate_batch
+    from adalib.models import new_tiny_reasoner
+    from adalib.tasks import get_family
+    torch.manual_seed(0)
+    lm = new_tiny_reasoner(seed=0)
+    probs = get_family("chain_sum").generate(2, 1, seed=5)
+    b = generate_batch(lm, probs, budget=16, probe_every=8, hidden=False)
+    for m in b.meta: m["problem_seed"] = 5
+    ts = TraceSet.from_frames(b.df, b.meta)
+    assert [p.id for p in C.problems_of(ts)] == list(ts.meta["problem_id"])
+    agree, smp = C.sample_self_consistency(ts, lm, m=2, seed=1, progress=False)
+    assert smp.n == 4 and sorted(smp.meta["sample"]) == [1, 1, 2, 2]
+    assert agree.shape == (len(ts.df),) and ((agree >= 0) & (agree <= 1)).all()
+    np.testing.assert_array_equal(agree, C.sampled_agreement(ts, smp))
+
+
+def test_bad_problems_without_metadata():
+    with pytest.raises(ValueError, match=r"metadata column\(s\) \['problem_seed'\] missing"): C.problems_of(traces(hidden=False))

@@ -58,8 +58,10 @@ def test_cot_last_step_ends_at_gold(grid):
     for p in grid:
         steps = p.cot.split("\n")
         if p.family == "spell_backward":
-            assert "".join(s.split(":", 1)[1] for s in steps) == p.gold
-            assert [int(s.split(":")[0]) for s in steps] == list(range(len(p.gold), 0, -1))
+            L = len(p.gold)
+            assert "".join(s[-1] for s in steps[L:]) == p.gold and steps[-1][-1] == p.gold[-1]
+            assert [int(s[:-1]) for s in steps] == list(range(1, L + 1)) + list(range(L, 0, -1))
+            assert "".join(s[-1] for s in steps[:L]) == p.entry["metadata"]["word"]
         else:
             assert steps[-1].rsplit("=", 1)[1] == p.gold
         assert p.gold not in ("",) and "</think>" not in p.cot
