@@ -52,11 +52,14 @@ def main(argv=None):
     lows = np.linspace(float(x.min()) - 0.05, u, n_low)
     G = len(shifts) * len(lows)
     rule = LowerRule("answer_prob", "ema", 0.5, lows=lows, shifts=shifts, slopes=slopes, u=u)
-    ctrl = Controller("ltt", alpha=0.1, delta=0.1, lower_loss="stop")
+    ctrl = Controller("ltt", alpha=0.1, delta=0.1, lower_loss="stop", n_jobs=2)   # the goal is stated for 2 cores
     load0 = os.getloadavg()
 
     import adalib.risk  # noqa: F401  (import scipy.stats before timing)
     c0 = time.process_time(); t0 = time.perf_counter(); fitted = ctrl.calibrate(rule, P); t_cal = time.perf_counter() - t0; c_cal = time.process_time() - c0
+    c0 = time.process_time(); t0 = time.perf_counter(); fitted1 = ctrl.with_(n_jobs=1).calibrate(rule, P)
+    t_cal1 = time.perf_counter() - t0; c_cal1 = time.process_time() - c0
+    same_threads = fitted1.lower_params == fitted.lower_params
     c0 = time.process_time(); t0 = time.perf_counter(); ex = lower_exits(x, P.tokens, P.lengths, lows, shifts, slopes, u)
     t_vec = time.perf_counter() - t0; c_vec = time.process_time() - c0
 
@@ -83,6 +86,9 @@ def main(argv=None):
         "grid": {"shapes": len(shifts), "lows": len(lows)},
         "calibrate_wall_s": round(t_cal, 3),
         "calibrate_cpu_s": round(c_cal, 3),
+        "calibrate_threads": 2,
+        "calibrate_1thread_wall_s": round(t_cal1, 3), "calibrate_1thread_cpu_s": round(c_cal1, 3),
+        "threads_give_same_result": same_threads,
         "vectorised_exits_wall_s": round(t_vec, 3),
         "vectorised_exits_cpu_s": round(c_vec, 3),
         "note": "the machine is shared: wall times include waiting for the CPU (see loadavg); cpu_s is this process's CPU time",

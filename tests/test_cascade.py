@@ -346,3 +346,14 @@ def test_bad_cascade_tables():
         cs.cascade_table(a.drop(columns="n_tokens"), a)
     with pytest.raises(ValueError, match="same, unique problem_ids"):
         cs.cascade_table(a, a.assign(problem_id=["p1", "p3"]))
+
+
+def test_cost_weighted_curve_matches_brute_force():
+    rng = np.random.default_rng(4)
+    score, small, large = rng.random(40), rng.random(40) < .4, rng.random(40) < .8
+    cost = rng.integers(1, 30, 40).astype(float)
+    cur = cs.routing_curve(score, small, large, cost=cost)
+    for t, c in zip(cur.tau, cur.c):
+        assert c == pytest.approx(cost[score < t].sum() / cost.sum())
+    with pytest.raises(ValueError, match="cost must be non-negative"):
+        cs.routing_curve(score, small, large, cost=-cost)

@@ -269,3 +269,21 @@ def test_accuracy_vs_budget_bad_column():
     ts = synthetic_traces(5, 3, seed=0)
     with pytest.raises(ValueError, match="metadata column\\(s\\) \\['family'\\] unknown"):
         accuracy_vs_budget(ts, by=["family"])
+
+
+def test_loader_needs_a_name(tmp_path):
+    with pytest.raises(ValueError, match="name is required when lm is a loader"):
+        run_traces(lambda: None, tmp_path, ["chain_sum"], [1], 2, progress=False)
+
+
+def test_loader_is_called_only_for_missing_shards(lm, tmp_path):
+    kw = dict(tasks=["chain_sum"], difficulties=[1], n_problems=2, batch_size=1, budget=4, probe_every=2, progress=False)
+    calls = []
+    loader = lambda: calls.append(1) or lm
+    res = run_traces(loader, tmp_path, name="toy", **kw)
+    assert calls == [1] and res["loaded"] and len(res["written"]) == 2
+    (tmp_path / "chain_sum-d1-001.parquet").unlink()
+    res = run_traces(loader, tmp_path, name="toy", **kw)
+    assert calls == [1, 1] and [p.name for p in res["written"]] == ["chain_sum-d1-001.parquet"]
+    res = run_traces(loader, tmp_path, name="toy", **kw)
+    assert calls == [1, 1] and not res["loaded"]

@@ -251,3 +251,14 @@ def test_other_bad_inputs():
     with pytest.raises(ValueError, match="static width"): f(torch.zeros(1, 2, 32))
     f.policy = ("bogus",)
     with pytest.raises(ValueError, match="unknown NestedFFN policy"): f(torch.zeros(1, 2, 32))
+
+
+def test_answer_accuracy_matches_greedy_generation():
+    model = tiny_llama(seed=4, layers=2, vocab=23)
+    g = torch.Generator().manual_seed(5)
+    prompts = [torch.randint(3, 23, (n,), generator=g).tolist() for n in (4, 7, 5, 6)]
+    with torch.no_grad():
+        greedy = [model.generate(input_ids=torch.tensor([p]), max_new_tokens=2, do_sample=False, pad_token_id=0)[0, len(p):].tolist() for p in prompts]
+    answers = [greedy[0], [greedy[1][0], (greedy[1][1] + 1) % 23], greedy[2][:1], [(greedy[3][0] + 1) % 23]]
+    acc = moe.answer_accuracy(model, prompts, answers, pad_id=0, batch_size=3)
+    assert acc.tolist() == [True, False, True, False]

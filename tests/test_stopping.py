@@ -252,6 +252,9 @@ def test_streamed_lower_calibration_equals_cached():
     a = Pool(ts.arrays(), rule, ctl).fit(np.arange(ts.n), ctl)
     b = Pool(ts.arrays(), rule, ctl, stream_elems=3000).fit(np.arange(ts.n), ctl)
     assert a.lower_params == b.lower_params and np.array_equal(a.lower_selection.certified, b.lower_selection.certified)
+    c = Pool(ts.arrays(), rule, ctl, stream_elems=3000).fit(np.arange(ts.n), ctl.with_(n_jobs=2))   # threaded chunks
+    assert c.lower_params == a.lower_params and np.allclose(c.lower_selection.pvalues, a.lower_selection.pvalues)
+    with pytest.raises(ValueError, match="n_jobs must be a positive int"): Controller("ltt", 0.1, 0.1, n_jobs=0)
 
 
 def test_ensemble_picks_cheapest_certified():
