@@ -84,6 +84,15 @@ def test_pickle_only_folder_is_refused(tmp_path):
         load_model(d)
 
 
+def test_corrupt_gguf_names_the_file(tmp_path):
+    g = tmp_path / "broken.gguf"
+    g.write_bytes(b"GGUF" + b"\x00" * 60)
+    with pytest.raises(ValueError, match=f"GGUF weights file {g}"):
+        load_model(g)
+    with pytest.raises(ValueError, match=f"GGUF weights file {g}"):
+        load_model(tmp_path)  # a folder with one .gguf file loads that file
+
+
 def test_empty_folder_and_bad_types(tmp_path):
     with pytest.raises(FileNotFoundError, match="no weights in"):
         load_model(tmp_path)
