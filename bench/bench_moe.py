@@ -105,8 +105,11 @@ def main(argv=None):
 
     res = {
         "what": "SmolLM2-135M dense vs nested experts (our DynaMoE reconstruction) routed by adalib.moe difficulty routers "
-                "with per-layer thresholds calibrated to the target FFN FLOP fraction; sliced = tokens gathered per expert and "
-                "sliced matmuls; masked = full-width compute with zeroed neurons (no saving, for reference).",
+                "with per-layer thresholds calibrated (on other text) to the target FFN FLOP fraction; sliced = tokens sorted by "
+                "width, each neuron block applied to the prefix of tokens that need it (only the needed FLOPs); masked = "
+                "full-width compute with zeroed neurons (no saving, for reference); static_half = every token at width "
+                "target_fraction*d_ff. Forward times alternate the variants in each repeat (medians); the time split is "
+                "from separate timed passes with per-part timers.",
         "device": "cpu", "threads": a.threads, "tokens_per_forward": int(held.numel()), "batch": list(held.shape),
         "repeats": a.repeats, "quick": a.quick, "target_fraction": a.fraction,
         "routed_ffn_flop_fraction": frac, "static_width": static_w, "expert_widths": widths, "mean_expert_shares": shares,

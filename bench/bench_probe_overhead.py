@@ -60,6 +60,7 @@ def bench(lm, n_tokens, batch, every, reps, trained):
                                      main_forwards=tim[0]["main_forwards"], probe_forwards=tim[0]["probe_forwards"],
                                      checkpoints_per_row=n_ck / batch,
                                      probe_forwards_per_checkpoint=tim[0]["probe_forwards"] / (n_ck / batch)))
+    out.update(measured_at=time.strftime("%Y-%m-%d %H:%M:%S"), load_average=os.getloadavg(), torch_threads=torch.get_num_threads())
     print(json.dumps({k: v for k, v in out.items() if not k.endswith("runs_s")}, indent=1), flush=True)
     return out
 
@@ -69,17 +70,21 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="small N and batch (a check that the script runs)")
+    ap.add_argument("--models", nargs="+", default=["tiny-reasoner", "smollm2-135m"])
+    ap.add_argument("--merge", action="store_true", help="keep the other models' results already in --out")
     ap.add_argument("--out", default=str(ROOT / "outputs" / "bench" / "probe_overhead.json"))
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     results = {}
-    try:
-        tiny, trained = load_tiny_reasoner(), True
-    except FileNotFoundError:
-        tiny, trained = new_tiny_reasoner("tiny-reasoner", seed=0), False   # same compute, random weights
     n_t, b_t, n_s, b_s = (32, 4, 16, 2) if a.quick else (128, 16, 64, 4)
-    results["tiny-reasoner"] = bench(tiny, n_t, b_t, 16, a.reps, trained)
-    results["smollm2-135m"] = bench(load_smollm2(), n_s, b_s, 16, a.reps, True)
+    if "tiny-reasoner" in a.models:
+        try:
+            tiny, trained = load_tiny_reasoner(), True
+        except FileNotFoundError:
+            tiny, trained = new_tiny_reasoner("tiny-reasoner", seed=0), False   # same compute, random weights
+        results["tiny-reasoner"] = bench(tiny, n_t, b_t, 16, a.reps, trained)
+    if "smollm2-135m" in a.models:
+        results["smollm2-135m"] = bench(load_smollm2(), n_s, b_s, 16, a.reps, True)
     rec = dict(bench="probe_overhead", goal_ratio_at_most=1.5, torch_threads=a.threads, torch=torch.__version__,
                python=platform.python_version(), platform=platform.platform(), cpus=os.cpu_count(),
                load_average=os.getloadavg(), quick=a.quick, results=results,
@@ -87,6 +92,9 @@ def main(argv=None):
                      "each repetition runs plain, probed and transformers.generate back to back. The CPU is shared, "
                      "so absolute times vary; the ratio is measured side by side."))
     out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
+    if a.merge and out.exists():
+        old = json.loads(out.read_text())
+        rec["results"] = {**old.get("results", {}), **results}
     out.write_text(json.dumps(rec, indent=1) + "\n")
     print(f"wrote {out}")
 
