@@ -20,7 +20,7 @@ from adalib.models import load_smollm2
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--fraction", type=float, default=0.5, help="target FFN FLOP fraction of the routed model")
     ap.add_argument("--quick", action="store_true", help="tiny sizes, to check the script runs")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "outputs" / "bench" / "moe.json"))
@@ -117,6 +117,9 @@ def main(argv=None):
         "speedup_dense_over_router_sliced": med["dense"] / med["router_sliced"],
         "speedup_dense_over_static_half_sliced": med["dense"] / med["static_half_sliced"],
         "speedup_dense_over_router_masked": med["dense"] / med["router_masked"],
+        "paired_speedup_median_dense_over_router_sliced": float(np.median(np.array(times["dense"]) / np.array(times["router_sliced"]))),
+        "paired_speedup_median_dense_over_static_half_sliced": float(np.median(np.array(times["dense"]) / np.array(times["static_half_sliced"]))),
+        "forward_times_s": times,
         "ffn_layer": li, "ffn_only_median_s": ffn_med,
         "ffn_only_speedup_dense_over_router_sliced": ffn_med["dense"] / ffn_med["router_sliced"],
         "ffn_only_speedup_dense_over_static_half_sliced": ffn_med["dense"] / ffn_med["static_half_sliced"],
@@ -128,6 +131,7 @@ def main(argv=None):
     out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(res, indent=1) + "\n")
     print(json.dumps({k: res[k] for k in ("routed_ffn_flop_fraction", "forward_median_s", "speedup_dense_over_router_sliced",
+                                          "paired_speedup_median_dense_over_router_sliced", "paired_speedup_median_dense_over_static_half_sliced",
                                           "speedup_dense_over_static_half_sliced", "ffn_only_speedup_dense_over_router_sliced",
                                           "routed_time_split_s", "dense_time_split_s")}, indent=1))
     return 0
