@@ -306,3 +306,11 @@ def test_select_agrees_with_risk_calibrate_per_path():
     for method in ("bonferroni", "holm"):
         sel = select(losses, eff, 0.15, 0.1, method, paths=paths)
         assert np.array_equal(sel.certified, calibrate(losses, 0.15, 0.1, method).passed)
+
+
+def test_tokens_efficiency_with_zero_token_budget():
+    "A trace whose only checkpoint is at 0 tokens must not turn the tokens efficiency into NaN (regression)."
+    p = P_([[0.9, 0.9], [0.9, 0.9]], [[1, 1], [1, 1]], lengths=[1, 2], tokens=[[0.0, 0.0], [5.0, 9.0]])
+    rule = UpperRule("c", smoother="none", grid=[0.95, 0.5])
+    f = Controller("naive", 0.5, 0.1, efficiency="tokens").calibrate(rule, p)
+    assert np.isfinite(f.upper_selection.efficiency).all() and f.lambda_upper == 0.5
