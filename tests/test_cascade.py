@@ -9,6 +9,7 @@ import torch
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 from adalib import cascade as cs
+from adalib.models import char_tokenizer
 
 torch.set_num_threads(1)
 
@@ -201,7 +202,7 @@ def test_ead_generate_with_tiny_reasoner_format():
 
 
 def test_answer_span_and_scores():
-    tok = cs.toy_tokenizer()
+    tok = char_tokenizer()
     g = tok("3+4=7\n</think> A: 7\n")["input_ids"] + [tok.eos_token_id]
     ans, a, b = cs.answer_span(tok, g, "</think>", " A: ", "\n")
     assert ans == "7" and tok.decode(g[a:b]) == "7"
@@ -329,7 +330,7 @@ def test_bad_vocab_mismatch(pair):
                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
     with pytest.raises(ValueError, match="vocab_size differ"):
         cs.ead_decode(s.model, other, [1, 2, 3], 1.0)
-    tok2 = cs.toy_tokenizer(); tok2.add_tokens(["<new>"])
+    tok2 = char_tokenizer(); tok2.add_tokens(["<new>"])
     with pytest.raises(ValueError, match="share a tokenizer"):
         cs.check_shared_tokenizer(s.tokenizer, tok2)
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from adalib.generate import (SIGNALS, accuracy_vs_budget, generate_batch, plan_shards, run_traces, shard_seed,
-                             toy_lm, trace_id)
+                             trace_id)
+from adalib.models import toy_lm
 from adalib.traces import TraceSet, synthetic_traces
 
 torch.set_num_threads(1)
@@ -68,7 +69,8 @@ def _full_forward_reference(lm, problem, reasoning, cap):
     ap = tok(lm.answer_prefix, add_special_tokens=False)["input_ids"]
     ctx = prompt + reasoning + te + ap
     with torch.no_grad():
-        gen = model.generate(torch.tensor([ctx]), max_new_tokens=cap, do_sample=False, top_k=None, top_p=None,
+        x = torch.tensor([ctx])  # explicit mask: a random model may emit <pad>, which generate() would otherwise mask out
+        gen = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=cap, do_sample=False, top_k=None, top_p=None,
                              temperature=None, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)[0, len(ctx):].tolist()
         ans = []
         for t in gen:
@@ -175,7 +177,8 @@ RUN_KW = dict(tasks=["chain_sum", "spell_backward"], difficulties=[1, 3], n_prob
 SCRIPT = textwrap.dedent(f"""
     import sys, torch
     torch.set_num_threads(1)
-    from adalib.generate import toy_lm, run_traces
+    from adalib.generate import run_traces
+    from adalib.models import toy_lm
     lm = toy_lm(0, bias={{"#": 2.0}}, think_end="##")
     run_traces(lm, sys.argv[1], **{RUN_KW!r})
 """)

