@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from adalib.models import (LM, char_tokenizer, encode_example, forced_answer_eval, load_model, load_tiny_reasoner,
+from adalib.models import (LM, char_tokenizer, encode_example, encode_examples, forced_answer_eval, load_model, load_tiny_reasoner,
                            new_tiny_reasoner, save_lm, smollm2_path, train_tiny_reasoner)
 from adalib.tasks import get_family, make_grid
 
@@ -37,6 +37,8 @@ def test_encode_example_masks_prompt():
     ids, n_prompt = encode_example(tok, p)
     assert tok.decode(ids[:n_prompt]) == f"<s>Q: {p.question}\n<think>"
     assert tok.decode(ids[n_prompt:]) == f"{p.cot}</think> A: {p.gold}\n</s>"
+    probs = [q for f in ("chain_sum", "spell_backward", "letter_counting") for q in get_family(f).generate(5, 3, seed=1)]
+    assert encode_examples(tok, probs) == [encode_example(tok, q) for q in probs] and encode_examples(tok, []) == []
 
 
 def test_save_load_roundtrip(small_dir):
