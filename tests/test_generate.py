@@ -1,7 +1,7 @@
 """Tests of adalib.generate: probes do not disturb the main generation, batching is invisible,
 signals and hidden states match an independent full forward pass / transformers' own greedy
 generate, shards resume after a kill, accuracy-vs-budget matches a brute-force loop, bad input."""
-import os, signal, subprocess, sys, textwrap, time
+import json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -290,3 +290,19 @@ def test_loader_is_called_only_for_missing_shards(lm, tmp_path):
     assert calls == [1, 1] and [p.name for p in res["written"]] == ["chain_sum-d1-001.parquet"]
     res = run_traces(loader, tmp_path, name="toy", **kw)
     assert calls == [1, 1] and not res["loaded"]
+
+
+def test_force_thinking_reaches_the_budget(tmp_path):
+    "Budget forcing: a toy that usually ends its thinking at once thinks to the budget; the run file records it."
+    lm = toy_lm(0, bias={"</think>": 4.0, "</s>": 2.0})
+    kw = dict(tasks=["chain_sum"], difficulties=[1], n_problems=4, batch_size=4, budget=24, probe_every=8,
+              progress=False, hidden=False)
+    free = run_traces(lm, tmp_path / "free", **kw)
+    forced = run_traces(lm, tmp_path / "forced", force_thinking=True, **kw)
+    a, b = TraceSet.read(tmp_path / "free"), TraceSet.read(tmp_path / "forced")
+    assert (a.meta.stop_reason != "budget").sum() >= 2
+    assert (b.meta.stop_reason == "budget").all() and (b.meta.reasoning_tokens == 24).all()
+    assert json.loads((tmp_path / "forced" / "_run.json").read_text())["force_thinking"] is True
+    assert "force_thinking" not in json.loads((tmp_path / "free" / "_run.json").read_text())
+    with pytest.raises(ValueError, match="other parameters"):   # a forced run cannot resume into a free folder
+        run_traces(lm, tmp_path / "free", force_thinking=True, **kw)

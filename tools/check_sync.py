@@ -31,6 +31,8 @@ def main():
         sys.exit(1)
     readme = subprocess.run([sys.executable, str(ROOT / "tools" / "make_readme.py"), "--check"], cwd=ROOT)
     if readme.returncode: sys.exit(1)
+    data = subprocess.run([sys.executable, str(ROOT / "tools" / "data_readme.py"), "--check"], cwd=ROOT)
+    if data.returncode: sys.exit(1)
     print(f"check-sync ok: {len(nbs)} notebooks clean, library in sync")
 
 if __name__ == "__main__":
