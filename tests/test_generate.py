@@ -13,6 +13,7 @@ import torch
 from adalib.generate import (SIGNALS, accuracy_vs_budget, generate_batch, plan_shards, run_traces, shard_seed,
                              trace_id)
 from adalib.models import toy_lm
+from adalib.tasks import Problem
 from adalib.traces import TraceSet, synthetic_traces
 
 torch.set_num_threads(1)
@@ -20,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 QS = [("3+4", "7"), ("9-2+1", "8"), ("5+5+5+5", "20"), ("1", "1"), ("long question 12345+6789", "x"),
       ("abc", "c"), ("zz", "z"), ("q", "q")]
-PROBS = [SimpleNamespace(id=f"toy-{i}", family="toy", difficulty=1, question=q, gold=g) for i, (q, g) in enumerate(QS)]
+PROBS = [Problem(f"toy-{i}", "toy", 1, q, g, {}, "") for i, (q, g) in enumerate(QS)]
 KW = dict(score=lambda a, p: a == p.gold, extract=lambda t: t.split("\n")[0].strip())
 
 

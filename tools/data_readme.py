@@ -8,18 +8,14 @@ sha256 of every file) and of data/traces/ (run parameters from _run.json, counts
 shard and hidden-state file). The prose above the first heading (how the data were made, when) is
 kept as written. `--check` exits 1 if the README is out of date instead of writing it.
 """
-import argparse, hashlib, json, re, sys
+import argparse, json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
 
 
-def sha(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for b in iter(lambda: f.read(1 << 22), b""): h.update(b)
-    return h.hexdigest()
+from adalib.plots import sha256_file as sha
 
 
 def models_md() -> str:
