@@ -26,7 +26,12 @@ def models_md() -> str:
         out.append(f"{m['n_params']:,} parameters; seed {m.get('seed')}; steps {m.get('steps')}, batch size {m.get('batch_size')}, "
                    f"lr {m.get('lr')} (AdamW, warm-up then cosine), train_per_level {m.get('train_per_level')} "
                    f"({m.get('n_train')} training problems after the overlap filter, problem seed {m.get('train_seed')}); "
-                   f"mean loss over the last 50 steps {m.get('final_loss', float('nan')):.4f}.\n")
+                   f"mean loss over the last 50 steps {m.get('final_loss', float('nan')):.4f}."
+                   + (f" Kept checkpoint: step {m['selected']['step']}, {m['selected']['weights']} weights (EMA decay "
+                      f"{m.get('ema_decay')}), chosen on {m.get('val_per_level')} validation problems per trained level "
+                      f"(seed {m.get('val_seed')}, scored every {m.get('eval_every')} steps in the second half of training): worst-cell "
+                      f"accuracy {m['selected']['worst_cell']:.3f}, mean {m['selected']['mean']:.3f}." if m.get("selected") else "")
+                   + "\n")
         out.append("| file | bytes | sha256 |\n|---|---|---|")
         for f in sorted(p for p in d.iterdir() if p.is_file()):
             out.append(f"| `models/{d.name}/{f.name}` | {f.stat().st_size} | `{sha(f)}` |")
