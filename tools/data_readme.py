@@ -11,11 +11,10 @@ kept as written. `--check` exits 1 if the README is out of date instead of writi
 import argparse, json, re, sys
 from pathlib import Path
 
+from adalib.plots import sha256_file as sha
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
-
-
-from adalib.plots import sha256_file as sha
 
 
 def models_md() -> str:
