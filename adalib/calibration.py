@@ -8,20 +8,30 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy import optimize, special
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 
 # %% auto #0
 __all__ = ['RECALIBRATORS', 'METRICS', 'PROB_METRICS', 'bin_index', 'ece', 'rms_calibration_error', 'mce', 'adaptive_ece',
            'brier', 'auroc', 'auprc', 'prr', 'aurc', 'reliability_curve', 'risk_coverage', 'explore_threshold',
-           'Recalibrator', 'fit_recalibrator', 'bootstrap_counts', 'bootstrap_weights', 'bootstrap']
+           'Recalibrator', 'fit_recalibrator', 'bootstrap_counts', 'bootstrap_weights', 'bootstrap',
+           'paired_auroc_diff']
 
 # %% ../nbs/05_calibration.ipynb #9e30b6d9
-def _as_scores(scores, name="scores") -> np.ndarray:
+def _as_scores(scores, name="scores", n=None, finite=True) -> np.ndarray:
+    """Scores as a float64 vector. `n`: the required length (that of the correctness arrays; an empty
+    vector is then allowed). `finite=False` allows ±inf and refuses only NaN."""
     s = np.asarray(scores)
     if s.dtype == object or not (np.issubdtype(s.dtype, np.number) or s.dtype == bool):
         raise TypeError(f"{name} must be numeric, got dtype {s.dtype}; pass a float array of confidences")
     s = s.astype(np.float64)
-    if s.ndim != 1: raise ValueError(f"{name} must be 1-D (one confidence per example), got shape {s.shape}")
-    if len(s) == 0: raise ValueError(f"{name} is empty; need at least one example")
+    if n is not None:
+        if s.shape != (n,): raise ValueError(f"{name} must have shape ({n},) like the correctness arrays, got {s.shape}")
+    elif s.ndim != 1: raise ValueError(f"{name} must be 1-D (one confidence per example), got shape {s.shape}")
+    elif len(s) == 0: raise ValueError(f"{name} is empty; need at least one example")
+    if not finite:
+        if np.isnan(s).any(): raise ValueError(f"{name} contains NaN (row {int(np.flatnonzero(np.isnan(s))[0])}); scores must be real, higher = more confident")
+        return s
     bad = np.flatnonzero(~np.isfinite(s))
     if len(bad): raise ValueError(f"{name} has a non-finite value at index {bad[0]} ({s[bad[0]]}); drop or impute it first")
     return s
@@ -306,13 +316,11 @@ def fit_recalibrator(method: str, scores, correct, input: str = "auto") -> Recal
         res = optimize.minimize_scalar(nll, bounds=(-7.0, 7.0), method="bounded", options={"xatol": 1e-8})
         r.params["T"] = float(np.exp(res.x))
     elif method == "platt":
-        from sklearn.linear_model import LogisticRegression
         mu, sd = float(x.mean()), float(x.std()) or 1.0
         r.params.update(mu=mu, sd=sd)
         r.model = LogisticRegression(C=1e4, max_iter=1000).fit(((x - mu) / sd)[:, None], y.astype(int))
         r.params.update(a=float(r.model.coef_[0, 0] / sd), b=float(r.model.intercept_[0] - r.model.coef_[0, 0] * mu / sd))
     else:
-        from sklearn.isotonic import IsotonicRegression
         r.model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(x, y)
     return r
 
@@ -392,3 +400,21 @@ def bootstrap(scores, correct, metrics=("auroc", "prr", "ece", "brier"), n_boot:
         lo, hi = (np.quantile(ok, [(1 - level) / 2, (1 + level) / 2]) if len(ok) else (np.nan, np.nan))
         rows.append({"metric": m, "value": point[m], "lo": float(lo), "hi": float(hi), "n_boot_valid": len(ok)})
     return pd.DataFrame(rows).set_index("metric")
+
+# %% ../nbs/05_calibration.ipynb #31c593e5
+def paired_auroc_diff(scores, ref_scores, correct,
+                      n_boot: int = 1000,   # bootstrap replicates
+                      level: float = 0.95,  # CI level
+                      seed: int = 0,        # seeds `bootstrap_counts`
+                      groups=None) -> dict: # cluster ids (e.g. trace id per row): resample groups, not rows
+    """AUROC(scores) − AUROC(ref_scores) on the same rows with a paired percentile bootstrap CI.
+    Returns `auroc`, `auroc_ref`, `diff`, `diff_lo`, `diff_hi`."""
+    s, r = _as_scores(scores), _as_scores(ref_scores, "ref_scores", n=len(np.asarray(scores)))
+    y = _as_labels(correct, len(s))
+    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level}")
+    W = np.concatenate(list(bootstrap_weights(len(s), n_boot, seed, groups=groups)))
+    d = auroc(s, y, weights=W) - auroc(r, y, weights=W)
+    d = d[np.isfinite(d)]
+    lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2]) if len(d) else (np.nan, np.nan)
+    a, b = auroc(s, y), auroc(r, y)
+    return {"auroc": a, "auroc_ref": b, "diff": a - b, "diff_lo": lo, "diff_hi": hi}

@@ -10,18 +10,22 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
+from transformers import DynamicCache
+from .calibration import _as_scores
+from .models import char_tokenizer, toy_lm
+from .risk import METHODS, PVALUES, _check_level, calibrate
+from .tasks import extract_answer, get_family
 
 # %% auto #0
 __all__ = ['toy_pair', 'check_shared_tokenizer', 'entropy_nats', 'EADResult', 'ead_decode', 'answer_span', 'generation_scores',
            'ead_generate', 'ead_sweep', 'rolling_entropy', 'ead_curve', 'generate_answers', 'cascade_table',
-           'accuracy_curve', 'routing_curve', 'monotone_curve', 'apgr', 'cpt', 'oracle_scores', 'random_router',
-           'routing_metrics', 'quantile_threshold', 'route', 'tau_grid', 'cascade_losses', 'CascadeCalibration',
-           'calibrate_cascade', 'evaluate_cascade_risk']
+           'accuracy_curve', 'pgr_of', 'routing_curve', 'monotone_curve', 'apgr', 'cpt', 'oracle_scores',
+           'random_router', 'random_router_summary', 'routing_metrics', 'curve_frame', 'quantile_threshold', 'route',
+           'tau_grid', 'cascade_losses', 'CascadeController', 'evaluate_cascade_risk']
 
 # %% ../nbs/09_cascade.ipynb #89936bca
 def toy_pair(seed=0, small_width=32, large_width=64, layers=(2, 3)):
     "Two random Llama models (small, large) of different sizes sharing one `models.char_tokenizer()`, as `LM`s."
-    from adalib.models import char_tokenizer, toy_lm
     tok = char_tokenizer()
     return tuple(toy_lm(seed * 2 + j, hidden_size=w, layers=nl, heads=4, kv_heads=2, init_std=0.02, tokenizer=tok,
                         max_positions=512, name=f"toy-{'small' if j == 0 else 'large'}")
@@ -70,7 +74,6 @@ class EADResult:
 class _Stream:
     "One model's KV cache and how many tokens of the shared sequence it has consumed."
     def __init__(self, model):
-        from transformers import DynamicCache
         self.model, self.seen, self.logits = model, 0, None
         self.cache = DynamicCache(config=model.config)
     def feed(self, seq: list):
@@ -137,10 +140,6 @@ def ead_decode(small, large, prompt_ids, tau: float, window: int = 5, max_new_to
     return res
 
 # %% ../nbs/09_cascade.ipynb #92bc6b94
-def _extract(text: str) -> str:
-    from adalib.tasks import extract_answer
-    return extract_answer(text)
-
 def answer_span(tokenizer, gen_ids, think_end: str, answer_prefix: str = "", answer_stop: str = "\n"):
     """(answer text, start, end): the answer and the half-open range of generated tokens that carry it,
     or (None, 0, 0) when `think_end` never appears."""
@@ -155,7 +154,7 @@ def answer_span(tokenizer, gen_ids, think_end: str, answer_prefix: str = "", ans
     if text[a0:a0 + len(answer_prefix)] == answer_prefix: a0 += len(answer_prefix)
     stop = text.find(answer_stop, a0) if answer_stop else -1
     a1 = len(text) if stop < 0 else stop
-    answer = _extract(text[a0:a1])
+    answer = extract_answer(text[a0:a1])
     # token range: first token whose prefix decode reaches past a0, up to the one that reaches a1
     lens = [len(tokenizer.decode(ids[:i], skip_special_tokens=True)) for i in range(len(ids) + 1)]
     start = next((i for i in range(len(ids)) if lens[i + 1] > a0), len(ids))
@@ -179,7 +178,6 @@ def _lm_parts(lm, what):
 def _score_answer(answer, problem, scorer):
     if answer is None: return False
     if scorer is not None: return bool(scorer(answer, problem))
-    from adalib.tasks import get_family
     return bool(get_family(problem.family).score(answer, problem))
 
 def ead_generate(small, large, problem, tau: float, window: int = 5, max_new_tokens: int = 128,
@@ -304,12 +302,6 @@ def _as_bool(x, name):
         a = a.astype(bool)
     return a
 
-def _as_scores(x, n, name="score"):
-    s = np.asarray(x, float)
-    if s.shape != (n,): raise ValueError(f"{name} must have shape ({n},) like the correctness arrays, got {s.shape}")
-    if np.isnan(s).any(): raise ValueError(f"{name} contains NaN (row {int(np.flatnonzero(np.isnan(s))[0])}); scores must be real, higher = more confident")
-    return s
-
 def accuracy_curve(score, small_correct, large_correct, cost=None) -> pd.DataFrame:
     """All thresholds of the rule 'escalate when score < τ': columns tau, n_escalated, c, accuracy.
     Row 0 escalates nothing (τ = -inf), the last row everything (τ = +inf). `c` is the fraction of
@@ -319,7 +311,7 @@ def accuracy_curve(score, small_correct, large_correct, cost=None) -> pd.DataFra
     if sc.shape != lc.shape: raise ValueError(f"small_correct and large_correct differ in length ({len(sc)} vs {len(lc)})")
     n = len(sc)
     if n == 0: raise ValueError("empty routing table")
-    s = _as_scores(score, n)
+    s = _as_scores(score, "score", n=n, finite=False)
     order = np.argsort(s, kind="stable")
     ss, gain = s[order], (lc.astype(int) - sc.astype(int))[order]
     ks = np.r_[0, np.flatnonzero(np.diff(ss) != 0) + 1, n]           # group boundaries
@@ -327,10 +319,16 @@ def accuracy_curve(score, small_correct, large_correct, cost=None) -> pd.DataFra
     taus = np.r_[-np.inf, ss[ks[1:-1]], np.inf]
     if cost is None: c = ks / n
     else:
-        w = _as_scores(cost, n, "cost")
+        w = _as_scores(cost, "cost", n=n, finite=False)
         if (w < 0).any() or w.sum() <= 0: raise ValueError("cost must be non-negative with a positive total")
         c = np.r_[0.0, np.cumsum(w[order])][ks] / w.sum()
     return pd.DataFrame({"tau": taus, "n_escalated": ks, "c": c, "accuracy": (sc.sum() + cum) / n})
+
+# %% ../nbs/09_cascade.ipynb #5d927cd9
+def pgr_of(accuracy, r_weak: float, r_strong: float) -> np.ndarray:
+    "PGR = (accuracy - r_weak) / (r_strong - r_weak); all NaN when r_strong <= r_weak (PGR undefined)."
+    if r_strong <= r_weak: return np.full(np.shape(accuracy), np.nan)
+    return (np.asarray(accuracy, float) - r_weak) / (r_strong - r_weak)
 
 def routing_curve(score, small_correct, large_correct, cost=None) -> pd.DataFrame:
     "`accuracy_curve` plus the PGR column; raises ValueError when the large model is not more accurate."
@@ -339,8 +337,9 @@ def routing_curve(score, small_correct, large_correct, cost=None) -> pd.DataFram
     if r_strong <= r_weak:
         raise ValueError(f"PGR is undefined: the large model is not more accurate than the small one (large {r_strong:.4f}, "
                          f"small {r_weak:.4f}); routing metrics need a table where the large model is better")
-    return cur.assign(pgr=(cur.accuracy - r_weak) / (r_strong - r_weak))
+    return cur.assign(pgr=pgr_of(cur.accuracy, r_weak, r_strong))
 
+# %% ../nbs/09_cascade.ipynb #eff90501
 def monotone_curve(c, pgr, anchors: bool = True):
     "(c, pgr) sorted by c in [0, 1], with the (0,0)/(1,1) anchors, and PGR replaced by its running maximum."
     c, p = np.asarray(c, float), np.asarray(pgr, float)
@@ -393,14 +392,25 @@ def random_router(small_correct, large_correct, n_seeds: int = 10, seed: int = 0
     return {"apgr": np.array(ap), "cpt50": np.array(c50), "cpt80": np.array(c80), "grid": grid,
             "pgr_mean": curves.mean(0), "pgr_std": curves.std(0)}
 
-def routing_metrics(c, pgr) -> dict:
-    "APGR, CPT(50%) and CPT(80%) of one curve (monotone-corrected)."
+def random_router_summary(rr: dict) -> dict:
+    "The metrics-table entries of a `random_router` result: mean APGR, nan-mean CPT(50%)/CPT(80%), and the APGR sd over seeds."
+    return {"apgr": rr["apgr"].mean(), "cpt50": np.nanmean(rr["cpt50"]), "cpt80": np.nanmean(rr["cpt80"]), "apgr_std": rr["apgr"].std()}
+
+def routing_metrics(c, pgr, undefined: str = "raise") -> dict:
+    """APGR, CPT(50%) and CPT(80%) of one curve (monotone-corrected). With `undefined="nan"` a curve
+    whose PGR holds NaN (e.g. from `pgr_of` when the large model is not better) gives NaN metrics."""
+    if undefined not in ("raise", "nan"): raise ValueError(f"undefined must be 'raise' or 'nan', got {undefined!r}")
+    if undefined == "nan" and np.isnan(np.asarray(pgr, float)).any(): return {"apgr": np.nan, "cpt50": np.nan, "cpt80": np.nan}
     return {"apgr": apgr(c, pgr), "cpt50": cpt(c, pgr, .5), "cpt80": cpt(c, pgr, .8)}
+
+def curve_frame(c, accuracy, method: str) -> pd.DataFrame:
+    "A long-format curve for plotting: columns c, accuracy, method."
+    return pd.DataFrame({"c": np.asarray(c, float), "accuracy": np.asarray(accuracy, float), "method": method})
 
 # %% ../nbs/09_cascade.ipynb #8f658972
 def quantile_threshold(scores, rate: float) -> float:
     "τ such that the fraction of `scores` below τ is `rate` (no ties); 0 -> -inf, 1 -> +inf."
-    s = np.sort(_as_scores(scores, len(np.asarray(scores)), "scores"))
+    s = np.sort(_as_scores(scores, "scores", n=len(np.asarray(scores)), finite=False))
     if not 0 <= rate <= 1: raise ValueError(f"rate must be in [0, 1] (a target escalation rate), got {rate}")
     k = int(math.ceil(rate * len(s) - 1e-12))
     if k <= 0: return -math.inf
@@ -425,30 +435,51 @@ def cascade_losses(scores, small_correct, large_correct, taus) -> np.ndarray:
     esc = s[:, None] < np.asarray(taus, float)[None, :]
     return np.where(esc, ~lc[:, None], ~sc[:, None]).astype(float)
 
-@dataclass
-class CascadeCalibration:
-    "A calibrated cascade threshold: τ (escalate when score < τ), whether anything was certified, and the risk result."
-    tau: float
-    feasible: bool
-    alpha: float
-    delta: float
-    method: str
-    escalation_rate_cal: float
-    calibration: object = field(repr=False, default=None)
+# %% ../nbs/09_cascade.ipynb #869ab023
+class CascadeController:
+    "Risk-controlled threshold τ of a small→large cascade (escalate when score < τ), calibrated with `adalib.risk.calibrate`."
+    def __init__(self,
+                 method: str = "ltt",     # a risk-control method of `adalib.risk.METHODS`
+                 alpha: float = 0.1,      # target error of the cascade's returned answers, in (0, B)
+                 delta: float = 0.1,      # the guarantee holds with probability >= 1 - delta
+                 *,
+                 pvalue: str = "hb",      # p-value of `adalib.risk.PVALUES` (ltt, bonferroni, holm)
+                 B: float = 1.0,          # loss bound (the 0/1 error has B = 1)
+                 grid_size: int = 100,    # candidate τ: this many calibration-score quantiles (see `tau_grid`)
+                 taus=None):              # or an explicit candidate grid, most conservative (+inf) first
+        if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+        if pvalue not in PVALUES: raise ValueError(f"pvalue must be one of {tuple(PVALUES)}, got {pvalue!r}")
+        if isinstance(B, bool) or not isinstance(B, (int, float, np.integer, np.floating)) or not B > 0:
+            raise ValueError(f"B (loss bound) must be a positive number, got {B!r}")
+        _check_level(name="alpha", v=alpha, hi=B); _check_level(name="delta", v=delta)
+        if not isinstance(grid_size, (int, np.integer)) or grid_size < 1: raise ValueError(f"grid_size must be a positive int, got {grid_size!r}")
+        self.method, self.alpha, self.delta, self.pvalue, self.B, self.grid_size = method, alpha, delta, pvalue, B, grid_size
+        self.taus = None if taus is None else np.asarray(taus, float)
+        self.tau = self.feasible = self.message = self.escalation_rate_cal = self.calibration = None
+    def __repr__(self):
+        fit = f", tau={self.tau:g}, feasible={self.feasible}" if self.is_calibrated else ", uncalibrated"
+        return f"CascadeController(method={self.method!r}, alpha={self.alpha:g}, delta={self.delta:g}{fit})"
+    @property
+    def is_calibrated(self) -> bool: return self.calibration is not None
 
-def calibrate_cascade(scores, small_correct, large_correct, alpha: float, delta: float = 0.1,
-                      method: str = "ltt", grid_size: int = 100, taus=None, pvalue: str = "hb") -> CascadeCalibration:
-    """Risk-controlled τ on calibration data with `adalib.risk.calibrate`. Infeasible targets (nothing
-    certified) return `feasible=False` and τ = +inf (escalate everything; no guarantee is claimed)."""
-    from adalib.risk import calibrate
-    if not 0 < alpha < 1: raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    s = _as_scores(scores, len(np.asarray(small_correct)))
-    taus = tau_grid(s, grid_size) if taus is None else np.asarray(taus, float)
-    cal = calibrate(cascade_losses(s, small_correct, large_correct, taus), alpha, delta=delta, method=method, pvalue=pvalue)
-    ok = cal.index is not None
-    tau = float(taus[cal.index]) if ok else math.inf
-    return CascadeCalibration(tau, ok, alpha, delta, method, float(route(s, tau).mean()), cal)
+    def calibrate(self, scores, small_correct, large_correct) -> "CascadeController":
+        "Certify τ on labelled calibration queries; returns the fitted controller (`tau`, `feasible`, `message`)."
+        s = _as_scores(scores, "score", n=len(np.asarray(small_correct)), finite=False)
+        taus = tau_grid(s, self.grid_size) if self.taus is None else self.taus
+        cal = calibrate(cascade_losses(s, small_correct, large_correct, taus), self.alpha, delta=self.delta,
+                        method=self.method, pvalue=self.pvalue, B=self.B)
+        self.feasible = cal.index is not None
+        self.tau = float(taus[cal.index]) if self.feasible else math.inf
+        self.message, self.calibration = cal.message, cal
+        self.escalation_rate_cal = float(route(s, self.tau).mean())
+        return self
 
+    def predict(self, scores) -> np.ndarray:
+        "Escalate (True) when score < τ; needs `calibrate` first."
+        if not self.is_calibrated: raise RuntimeError("CascadeController is not calibrated; call .calibrate(scores, small_correct, large_correct) first")
+        return route(scores, self.tau)
+
+# %% ../nbs/09_cascade.ipynb #8ede2d1a
 def evaluate_cascade_risk(scores, small_correct, large_correct, alphas, delta: float = 0.1, n_splits: int = 200,
                           cal_frac: float = 0.5, seed: int = 0, method: str = "ltt", grid_size: int = 100,
                           pvalue: str = "hb") -> pd.DataFrame:
@@ -456,18 +487,19 @@ def evaluate_cascade_risk(scores, small_correct, large_correct, alphas, delta: f
     One row per (split, alpha): tau, feasible, test_error, test_escalation_rate, violated (feasible and
     test_error > alpha)."""
     sc, lc = _as_bool(small_correct, "small_correct"), _as_bool(large_correct, "large_correct")
-    s = _as_scores(scores, len(sc))
+    s = _as_scores(scores, "score", n=len(sc), finite=False)
     if not 0 < cal_frac < 1: raise ValueError(f"cal_frac must be in (0, 1), got {cal_frac}")
     n = len(s); n_cal = int(round(cal_frac * n))
     if n_cal < 1 or n_cal >= n: raise ValueError(f"cal_frac={cal_frac} leaves an empty calibration or test set (n={n})")
+    ctrl = [(float(a), CascadeController(method, float(a), delta, pvalue=pvalue, grid_size=grid_size)) for a in alphas]
     rng = np.random.default_rng(seed)
     rows = []
+    # TODO(splits): the lead rewires this permutation loop to adalib.splits (same rng stream)
     for k in tqdm(range(n_splits), desc="cascade splits", leave=False):
         perm = rng.permutation(n); ci, ti = perm[:n_cal], perm[n_cal:]
-        for a in alphas:
-            cc = calibrate_cascade(s[ci], sc[ci], lc[ci], float(a), delta, method, grid_size, pvalue=pvalue)
-            esc = route(s[ti], cc.tau)
+        for a, cc in ctrl:
+            esc = cc.calibrate(s[ci], sc[ci], lc[ci]).predict(s[ti])
             err = float(np.where(esc, ~lc[ti], ~sc[ti]).mean())
-            rows.append({"split": k, "alpha": float(a), "tau": cc.tau, "feasible": cc.feasible, "test_error": err,
+            rows.append({"split": k, "alpha": a, "tau": cc.tau, "feasible": cc.feasible, "test_error": err,
                          "test_escalation_rate": float(esc.mean()), "violated": bool(cc.feasible and err > a)})
     return pd.DataFrame(rows)

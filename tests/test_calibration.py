@@ -10,6 +10,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from torchmetrics.functional.classification import binary_calibration_error
 
 from adalib import calibration as cal
+from adalib import cascade
 
 NORMS = {"l1": cal.ece, "l2": cal.rms_calibration_error, "max": cal.mce}
 
@@ -280,3 +281,51 @@ def test_risk_coverage_expected_curve_matches_random_tie_breaking():
 def test_bad_counts_shape():
     with pytest.raises(ValueError, match=r"counts must be \(n_boot, 2\) for 2 groups"):
         cal.bootstrap([0.1, 0.2], [1, 0], counts=np.ones((5, 3)))
+
+
+# ---------------------------------------------------------------- paired AUROC difference
+
+def _paired_data(seed, n=120, groups=30):
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.5
+    a = y + rng.normal(0, 1.0, n); b = y + rng.normal(0, 2.0, n)
+    return a, b, y, np.arange(n) % groups
+
+
+def test_paired_auroc_diff_matches_brute_force():
+    "Same seeded group counts, one replicate at a time, through scikit-learn's roc_auc_score."
+    a, b, y, g = _paired_data(0)
+    r = cal.paired_auroc_diff(a, b, y, n_boot=100, seed=3, groups=g)
+    counts = cal.bootstrap_counts(30, 100, seed=3)
+    d = []
+    for c in counts:
+        w = c[g].astype(float)
+        if len(np.unique(y[w > 0])) < 2: continue
+        d.append(roc_auc_score(y, a, sample_weight=w) - roc_auc_score(y, b, sample_weight=w))
+    assert np.allclose([r["diff_lo"], r["diff_hi"]], np.quantile(d, [0.025, 0.975]), atol=1e-12)
+    assert r["diff"] == pytest.approx(roc_auc_score(y, a) - roc_auc_score(y, b), abs=1e-12)
+    assert r["diff_lo"] <= r["diff"] <= r["diff_hi"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), level=st.sampled_from([0.8, 0.9, 0.95]))
+def test_paired_auroc_diff_properties(seed, level):
+    a, b, y, g = _paired_data(seed)
+    r = cal.paired_auroc_diff(a, b, y, n_boot=200, level=level, seed=seed, groups=g)
+    s = cal.paired_auroc_diff(b, a, y, n_boot=200, level=level, seed=seed, groups=g)
+    assert r["diff_lo"] <= r["diff_hi"]
+    assert r["diff"] == -s["diff"] and r["auroc"] == s["auroc_ref"]
+    assert np.allclose([s["diff_lo"], s["diff_hi"]], [-r["diff_hi"], -r["diff_lo"]], atol=1e-12)   # swap negates the CI
+    z = cal.paired_auroc_diff(a, a, y, n_boot=50, level=level, seed=seed, groups=g)
+    assert z["diff"] == z["diff_lo"] == z["diff_hi"] == 0.0
+
+
+def test_paired_auroc_diff_bad_input():
+    with pytest.raises(ValueError, match=r"ref_scores must have shape \(3,\)"): cal.paired_auroc_diff([0.1, 0.2, 0.3], [0.1], [1, 0, 1])
+    with pytest.raises(ValueError, match=r"level must be in \(0, 1\)"): cal.paired_auroc_diff([0.1, 0.2], [0.2, 0.1], [1, 0], level=95)
+
+
+def test_as_scores_shared_with_cascade():
+    assert cascade._as_scores is cal._as_scores
+    assert np.array_equal(cal._as_scores([-np.inf, 1], "score", n=2, finite=False), [-np.inf, 1.0])
+    with pytest.raises(ValueError, match=r"score contains NaN \(row 0\)"): cal._as_scores([np.nan, 1], "score", n=2, finite=False)

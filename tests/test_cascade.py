@@ -9,7 +9,10 @@ import torch
 from hypothesis import given, settings, strategies as st, HealthCheck
 
 from adalib import cascade as cs
-from adalib.models import char_tokenizer
+from adalib.models import char_tokenizer, new_tiny_reasoner
+from adalib.risk import calibrate
+from adalib.tasks import get_family
+from transformers import LlamaConfig, LlamaForCausalLM
 
 torch.set_num_threads(1)
 
@@ -189,8 +192,6 @@ def test_ead_stops_at_eos_and_stop_fn(pair):
 
 
 def test_ead_generate_with_tiny_reasoner_format():
-    from adalib.models import new_tiny_reasoner
-    from adalib.tasks import get_family
     s, l = new_tiny_reasoner("tiny-reasoner-small", seed=0), new_tiny_reasoner("tiny-reasoner", seed=1)
     probs = get_family("chain_sum").generate(2, 1, seed=0)
     sw = cs.ead_sweep(s, l, probs, [math.inf, -math.inf], window=5, max_new_tokens=16)
@@ -255,7 +256,7 @@ def test_risk_controlled_cascade_validity():
 def test_risk_controlled_cascade_cross_check_naive():
     "method='naive' must pick the least escalating candidate whose empirical risk is <= alpha."
     score, small, large = synth(400, seed=2)
-    cc = cs.calibrate_cascade(score, small, large, alpha=0.2, method="naive", grid_size=30)
+    cc = cs.CascadeController("naive", alpha=0.2, grid_size=30).calibrate(score, small, large)
     taus = cs.tau_grid(score, 30)
     risks = [np.mean(np.where(score < t, ~large, ~small)) for t in taus]
     ok = [j for j, r in enumerate(risks) if r <= 0.2]
@@ -264,7 +265,7 @@ def test_risk_controlled_cascade_cross_check_naive():
 
 def test_infeasible_alpha_is_explicit():
     score, small, large = synth(600)
-    cc = cs.calibrate_cascade(score, small, large, alpha=0.05)   # below the large model's ~10% error
+    cc = cs.CascadeController("ltt", alpha=0.05).calibrate(score, small, large)   # below the large model's ~10% error
     assert not cc.feasible and cc.tau == math.inf and cc.calibration.index is None
     ev = cs.evaluate_cascade_risk(score, small, large, alphas=[0.05], n_splits=10, seed=0)
     assert not ev.feasible.any() and not ev.violated.any()
@@ -307,7 +308,7 @@ def test_bad_rate_and_alpha():
     with pytest.raises(ValueError, match="rate must be in"):
         cs.quantile_threshold([1.0, 2.0], 1.5)
     with pytest.raises(ValueError, match="alpha must be in"):
-        cs.calibrate_cascade([0.1, 0.2], [True, False], [True, True], alpha=1.5)
+        cs.CascadeController("ltt", alpha=1.5)
     with pytest.raises(ValueError, match="cal_frac"):
         cs.evaluate_cascade_risk([0.1, 0.2], [True, False], [True, True], [0.2], cal_frac=1.0)
 
@@ -325,7 +326,6 @@ def test_bad_ead_arguments(pair):
 
 def test_bad_vocab_mismatch(pair):
     s, _ = pair
-    from transformers import LlamaConfig, LlamaForCausalLM
     other = LlamaForCausalLM(LlamaConfig(vocab_size=len(s.tokenizer) + 5, hidden_size=16, intermediate_size=32,
                                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
     with pytest.raises(ValueError, match="vocab_size differ"):
@@ -358,3 +358,39 @@ def test_cost_weighted_curve_matches_brute_force():
         assert c == pytest.approx(cost[score < t].sum() / cost.sum())
     with pytest.raises(ValueError, match="cost must be non-negative"):
         cs.routing_curve(score, small, large, cost=-cost)
+
+
+def test_cascade_controller_shape():
+    score, small, large = synth(400, seed=4)
+    ctrl = cs.CascadeController("ltt", alpha=0.2, delta=0.1)
+    assert not ctrl.is_calibrated and "uncalibrated" in repr(ctrl)
+    with pytest.raises(RuntimeError, match="not calibrated; call .calibrate"): ctrl.predict(score)
+    fitted = ctrl.calibrate(score, small, large)
+    assert fitted is ctrl and fitted.is_calibrated and isinstance(fitted.message, str)
+    assert (fitted.predict(score) == (score < fitted.tau)).all()
+    assert fitted.escalation_rate_cal == pytest.approx(np.mean(score < fitted.tau))
+
+
+def test_cascade_controller_matches_risk_calibrate():
+    "The controller's tau is the candidate risk.calibrate picks on the cascade loss matrix."
+    score, small, large = synth(500, seed=6)
+    taus = cs.tau_grid(score, 50)
+    cal = calibrate(cs.cascade_losses(score, small, large, taus), 0.2, delta=0.1, method="ltt")
+    assert cs.CascadeController("ltt", 0.2, 0.1, grid_size=50).calibrate(score, small, large).tau == taus[cal.index]
+
+
+@pytest.mark.parametrize("kw,msg", [(dict(method="magic"), "method must be one of"), (dict(alpha=0.0), "alpha must be in"),
+                                    (dict(delta=1.0), "delta must be in"), (dict(pvalue="nope"), "pvalue must be one of"),
+                                    (dict(B=-1), "B \\(loss bound\\)"), (dict(grid_size=0), "grid_size must be a positive int")])
+def test_cascade_controller_bad_settings(kw, msg):
+    with pytest.raises(ValueError, match=msg): cs.CascadeController(**kw)
+
+
+def test_pgr_of_and_random_router_summary():
+    assert np.allclose(cs.pgr_of([0.5, 0.7], 0.5, 0.9), [0, 0.5])
+    assert np.isnan(cs.pgr_of([0.5, 0.7], 0.9, 0.9)).all()
+    small, large = np.arange(100) % 3 == 0, np.ones(100, bool)
+    rr = cs.random_router(small, large, n_seeds=5, seed=0)
+    summ = cs.random_router_summary(rr)
+    assert summ["apgr"] == rr["apgr"].mean() and summ["apgr_std"] == rr["apgr"].std()
+    assert np.isnan(cs.routing_metrics([0, 0.5, 1], [np.nan, 0.5, 1], undefined="nan")["cpt50"])

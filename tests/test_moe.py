@@ -8,7 +8,7 @@ from sklearn.linear_model import Ridge
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaMLP
 
-from adalib import moe
+from adalib import duo, moe
 
 torch.set_num_threads(1)
 
@@ -90,7 +90,7 @@ def known_route_model():
     Big FFNs: layer 0 pushes towards a wrong token (harmful), layer 1 towards the target (helpful),
     layer 2 adds nothing. Input and target are always token 2. Best route with 1 big layer: big at
     layer 1; with 2: big at layers 1 and 2."""
-    m = moe.dual_llama(vocab_size=5, d_model=16, n_layers=3, n_heads=2, big=32, small=4, max_len=16, seed=0).eval()
+    m = duo.dual_llama(vocab_size=5, d_model=16, n_layers=3, n_heads=2, big=32, small=4, max_len=16, seed=0).eval()
     E = m.model.embed_tokens.weight.detach()
     for layer in m.model.layers:
         nn.init.zeros_(layer.self_attn.o_proj.weight)
@@ -104,9 +104,9 @@ def known_route_model():
 def test_oracle_finds_known_best_route():
     m = known_route_model()
     ids = torch.full((2, 8), 2, dtype=torch.long)
-    res = moe.oracle_search(m, ids, chunk=3)
+    res = duo.oracle_search(m, ids, chunk=3)
     assert res.losses.shape == (2, 7, 8)
-    S, B = moe.ROUTE_SMALL, moe.ROUTE_BIG
+    S, B = duo.ROUTE_SMALL, duo.ROUTE_BIG
     _, i1 = res.best(1)
     assert (res.patterns[i1] == torch.tensor([S, B, S])).all()
     _, i2 = res.best(2)
@@ -114,7 +114,7 @@ def test_oracle_finds_known_best_route():
         torch.allclose(res.losses[..., res.pattern_index([S, B, B])], res.best(2)[0])
     # helpful layer beats all-big (which includes the harmful layer) and all-small
     assert (res.best(1)[0] < res.all_big()).all() and (res.best(1)[0] < res.all_small()).all()
-    d = moe.difficulty_labels(res, 1)
+    d = duo.difficulty_labels(res, 1)
     assert torch.allclose(d, res.all_small() - res.losses[..., res.pattern_index([S, B, S])])
     assert (d > 0).all()
     # at most k: with k=3 allowed the best is still a pattern without the harmful layer
@@ -124,19 +124,19 @@ def test_oracle_finds_known_best_route():
 
 def test_oracle_matches_brute_force_and_random_baseline_bounds():
     torch.manual_seed(0)
-    m = moe.dual_llama(vocab_size=13, d_model=16, n_layers=3, n_heads=2, big=32, small=4, max_len=16).eval()
+    m = duo.dual_llama(vocab_size=13, d_model=16, n_layers=3, n_heads=2, big=32, small=4, max_len=16).eval()
     ids = torch.randint(0, 13, (3, 9), generator=torch.Generator().manual_seed(3))
-    res = moe.oracle_search(m, ids, chunk=5)
+    res = duo.oracle_search(m, ids, chunk=5)
     for c, p in enumerate(res.patterns):
-        with moe.set_routes(m, p.expand(3, 9, 3)): assert torch.allclose(moe.token_losses(m, ids), res.losses[..., c], atol=1e-6)
+        with duo.set_routes(m, p.expand(3, 9, 3)): assert torch.allclose(moe.token_losses(m, ids), res.losses[..., c], atol=1e-6)
     for k in range(4):
         v, i = res.best(k)
         sel = res.losses[..., (res.n_big() == k)]
         assert torch.allclose(v, sel.min(-1).values)
     # k = L: the only pattern is all-big, random with k = L is all-big too
-    rb = moe.best_of_random(m, ids, k=3, n=2)
+    rb = duo.best_of_random(m, ids, k=3, n=2)
     assert torch.allclose(rb, res.all_big(), atol=1e-6)
-    assert moe.route_patterns(4).shape == (16, 4) and moe.route_patterns(4, 2).shape == (6, 4)
+    assert duo.route_patterns(4).shape == (16, 4) and duo.route_patterns(4, 2).shape == (6, 4)
 
 
 def test_set_routes_skip_path():
@@ -144,8 +144,8 @@ def test_set_routes_skip_path():
     ids = torch.full((1, 5), 2, dtype=torch.long)
     skip = torch.zeros(1, 5, 3, dtype=torch.long)
     small = torch.ones(1, 5, 3, dtype=torch.long)
-    with moe.set_routes(m, skip): a = moe.token_losses(m, ids)
-    with moe.set_routes(m, small): b = moe.token_losses(m, ids)
+    with duo.set_routes(m, skip): a = moe.token_losses(m, ids)
+    with duo.set_routes(m, small): b = moe.token_losses(m, ids)
     assert torch.allclose(a, b)      # small FFNs output 0 here, so skip == small
     assert all(l.mlp.route is None for l in m.model.layers)   # routes cleared after the block
 
@@ -153,33 +153,33 @@ def test_set_routes_skip_path():
 # ---------------------------------------------------------------- budget loss and routers
 def test_budget_loss_values_and_gradient():
     u = torch.tensor([0.5, 1.5, 2.5], requires_grad=True)
-    assert moe.budget_loss(u, 1.5).item() == pytest.approx(0.0)
-    assert moe.budget_loss(u, 1.0).item() == pytest.approx(0.25)
-    assert moe.budget_loss(u, 2.0, mode="max").item() == 0.0
-    assert moe.budget_loss(u, 1.0, mode="max").item() == pytest.approx(0.25)
-    moe.budget_loss(u, 1.0).backward()
+    assert duo.budget_loss(u, 1.5).item() == pytest.approx(0.0)
+    assert duo.budget_loss(u, 1.0).item() == pytest.approx(0.25)
+    assert duo.budget_loss(u, 2.0, mode="max").item() == 0.0
+    assert duo.budget_loss(u, 1.0, mode="max").item() == pytest.approx(0.25)
+    duo.budget_loss(u, 1.0).backward()
     assert (u.grad > 0).all()
 
 
 def test_budget_loss_trains_router_to_budget():
     torch.manual_seed(0)
-    r = moe.Top1Router(8, 2)
+    r = duo.Top1Router(8, 2)
     x = torch.randn(512, 8)
     opt = torch.optim.Adam(r.parameters(), lr=0.05)
     for _ in range(300):
-        loss = moe.budget_loss(r.probs(x)[:, 1], 0.3)
+        loss = duo.budget_loss(r.probs(x)[:, 1], 0.3)
         opt.zero_grad(); loss.backward(); opt.step()
     assert r.probs(x)[:, 1].mean().item() == pytest.approx(0.3, abs=0.01)
 
 
 def test_duo_router_training_moves_usage_towards_budget():
     torch.manual_seed(0)
-    m = moe.dual_llama(vocab_size=128, d_model=16, n_layers=3, n_heads=2, big=32, small=4, max_len=16)
-    stream, _ = moe.arith_corpus(60, seed=0)
+    m = duo.dual_llama(vocab_size=128, d_model=16, n_layers=3, n_heads=2, big=32, small=4, max_len=16)
+    stream, _ = duo.arith_corpus(60, seed=0)
     ids = stream[:64].view(4, 16)
     for k in (1, 2):
-        routers = moe.train_duo_router(m, stream, k, steps=25, batch_size=4, seq_len=16, lam=20.0, seed=0)
-        _, nb = moe.router_eval(m, ids, routers)
+        routers = duo.train_duo_router(m, stream, k, steps=25, batch_size=4, seq_len=16, lam=20.0, seed=0)
+        _, nb = duo.router_eval(m, ids, routers)
         assert abs(nb.float().mean().item() - k) <= 1.0
     assert all(l.mlp.router is None for l in m.model.layers)
     assert all(p.requires_grad for p in m.parameters())
@@ -198,9 +198,9 @@ def test_threshold_router_fit_matches_sklearn_ridge():
 
 
 def test_random_routes_exact_k_and_seeded():
-    a = moe.random_routes((10, 4), k=2, n_layers=5, generator=torch.Generator().manual_seed(7))
-    b = moe.random_routes((10, 4), k=2, n_layers=5, generator=torch.Generator().manual_seed(7))
-    assert torch.equal(a, b) and ((a == moe.ROUTE_BIG).sum(-1) == 2).all()
+    a = duo.random_routes((10, 4), k=2, n_layers=5, generator=torch.Generator().manual_seed(7))
+    b = duo.random_routes((10, 4), k=2, n_layers=5, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and ((a == duo.ROUTE_BIG).sum(-1) == 2).all()
 
 
 def test_labels_at_smallest_expert_within_theta():
@@ -230,18 +230,18 @@ def test_bad_expert_widths_raise(widths, msg):
 
 def test_other_bad_inputs():
     with pytest.raises(TypeError, match="widths must be a sequence"): moe.check_widths(5)
-    with pytest.raises(ValueError, match="mode"): moe.budget_loss(torch.zeros(3), 1.0, mode="min")
-    with pytest.raises(ValueError, match="k must be in"): moe.route_patterns(3, 4)
-    with pytest.raises(ValueError, match="k must be in"): moe.random_routes((2,), k=5, n_layers=3)
-    with pytest.raises(ValueError, match="probs"): moe.random_routes((2,), probs=(0.5, 0.6, 0.1))
-    with pytest.raises(ValueError, match="n_layers"): moe.dual_llama(n_layers=20)
+    with pytest.raises(ValueError, match="mode"): duo.budget_loss(torch.zeros(3), 1.0, mode="min")
+    with pytest.raises(ValueError, match="k must be in"): duo.route_patterns(3, 4)
+    with pytest.raises(ValueError, match="k must be in"): duo.random_routes((2,), k=5, n_layers=3)
+    with pytest.raises(ValueError, match="probs"): duo.random_routes((2,), probs=(0.5, 0.6, 0.1))
+    with pytest.raises(ValueError, match="n_layers"): duo.dual_llama(n_layers=20)
     with pytest.raises(ValueError, match="fraction"): moe.calibrate_layer_thetas(None, [], [], 1.5)
-    m = moe.dual_llama(vocab_size=11, d_model=16, n_layers=2, n_heads=2, big=32, small=4, max_len=8)
+    m = duo.dual_llama(vocab_size=11, d_model=16, n_layers=2, n_heads=2, big=32, small=4, max_len=8)
     with pytest.raises(ValueError, match="routes last dim"):
-        with moe.set_routes(m, torch.ones(1, 4, 3, dtype=torch.long)): pass
+        with duo.set_routes(m, torch.ones(1, 4, 3, dtype=torch.long)): pass
     with pytest.raises(ValueError, match="route shape"):
-        with moe.set_routes(m, torch.ones(1, 3, 2, dtype=torch.long)): m(input_ids=torch.zeros(1, 4, dtype=torch.long))
-    with pytest.raises(ValueError, match="budget k"): moe.train_duo_router(m, torch.zeros(100, dtype=torch.long), 3)
+        with duo.set_routes(m, torch.ones(1, 3, 2, dtype=torch.long)): m(input_ids=torch.zeros(1, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="budget k"): duo.train_duo_router(m, torch.zeros(100, dtype=torch.long), 3)
     with pytest.raises(TypeError, match="NestedFFN"): moe.set_policy(m, None)
     dense = tiny_llama(layers=1)
     with pytest.raises(ValueError, match="no tracked tokens"):
