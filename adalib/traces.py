@@ -8,13 +8,16 @@ import json, os, uuid, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+try: import ijson   # optional: streams large JSON logs item by item; without it a log is parsed once with json.load
+except ImportError: ijson = None
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 # %% auto #0
-__all__ = ['REQUIRED', 'SIG', 'META_KEY', 'TMP_MARK', 'validate_frame', 'Padded', 'TraceSet', 'hidden_path', 'write_shard',
-           'read_folder', 'read_json_log', 'synthetic_traces']
+__all__ = ['REQUIRED', 'SIG', 'META_KEY', 'TMP_MARK', 'SOLVABLE_SOURCES', 'EXTRA_COLS', 'EXTRA_SIGS', 'validate_frame', 'Padded',
+           'TraceSet', 'hidden_path', 'write_shard', 'read_folder', 'iter_log_items', 'read_json_log', 'write_json_log',
+           'synthetic_traces']
 
 # %% ../nbs/00_traces.ipynb #37fbac14
 REQUIRED = ("trace_id", "step", "tokens", "answer", "correct")
@@ -131,6 +134,26 @@ def _meta_frame(meta, trace_ids: np.ndarray, source: str) -> pd.DataFrame:
     if have - need: raise ValueError(f"{source}: metadata column 'trace_id': records for traces {sorted(have - need)[:5]} (of {len(have - need)}) that have no checkpoint rows; drop them")
     return meta.set_index("trace_id").loc[trace_ids]
 
+SOLVABLE_SOURCES = ("supplied", "solver", "pass@k", "last_checkpoint")
+
+def _solvable(meta: pd.DataFrame, fallback: np.ndarray, source: str):
+    "Set meta['solvable'] (supplied where given, else `fallback`); return (meta, per-trace source Series)."
+    n = len(meta)
+    given = meta["solvable"].notna().to_numpy() if "solvable" in meta.columns else np.zeros(n, bool)
+    vals = meta["solvable"].to_numpy(object) if "solvable" in meta.columns else np.full(n, None, object)
+    okv = lambda v: isinstance(v, (bool, np.bool_)) or (isinstance(v, (int, np.integer, float, np.floating)) and v in (0, 1))
+    bad = [i for i in np.flatnonzero(given) if not okv(vals[i])]
+    if bad:
+        i = bad[0]
+        raise ValueError(f"{source}: metadata column 'solvable', trace {meta.index[i]!r}: value {_py(vals[i])!r} is not boolean; "
+                         f"supply True/False (or leave it empty to fall back to correctness at the last checkpoint)")
+    src = np.where(given, "supplied", "last_checkpoint").astype(object)
+    if "solvable_source" in meta.columns:
+        col = meta.pop("solvable_source")
+        src = np.where(given & col.notna().to_numpy(), col.astype(str).to_numpy(object), src)
+    meta["solvable"] = np.where(given, [bool(v) if g else False for v, g in zip(vals, given)], np.asarray(fallback, bool)).astype(bool)
+    return meta, pd.Series(src, index=meta.index, name="solvable_source", dtype=object)
+
 # %% ../nbs/00_traces.ipynb #d53e08a7
 @dataclass
 class Padded:
@@ -177,7 +200,7 @@ class TraceSet:
         tids = pd.unique(df["trace_id"]) if len(df) else np.array([], dtype=object)
         meta = _meta_frame(meta, np.asarray(tids, dtype=object), source)
         last = np.r_[df["trace_id"].to_numpy()[1:] != df["trace_id"].to_numpy()[:-1], True] if len(df) else np.array([], bool)
-        meta["solvable"] = df["correct"].to_numpy()[last].astype(bool)
+        meta, self.solvable_sources = _solvable(meta, df["correct"].to_numpy()[last], source)
         self.df, self.meta, self.hidden, self.source = df.reset_index(drop=True), meta, hidden, source
 
     # --- basic properties
@@ -190,6 +213,19 @@ class TraceSet:
     @property
     def trace_ids(self) -> np.ndarray: return self.meta.index.to_numpy()
     def __len__(self): return self.n
+    @property
+    def solvable_source(self) -> str:
+        "Which solvability definition this set uses: one of SOLVABLE_SOURCES (or another supplied name), or 'mixed'."
+        u = pd.unique(self.solvable_sources)
+        return str(u[0]) if len(u) == 1 else ("mixed" if len(u) else "last_checkpoint")
+    def _meta_records(self) -> pd.DataFrame:
+        "Metadata to write: `solvable` (and its source) kept only where it was not derived from the last checkpoint."
+        keep = (self.solvable_sources != "last_checkpoint").to_numpy()
+        if not keep.any(): return self.meta.drop(columns="solvable").reset_index()
+        m = self.meta.copy()   # `solvable` stays where it was, its source right after it
+        m["solvable"] = np.where(keep, m["solvable"].to_numpy(object), None)
+        m.insert(m.columns.get_loc("solvable") + 1, "solvable_source", np.where(keep, self.solvable_sources.to_numpy(object), None))
+        return m.reset_index()
     def __repr__(self):
         return (f"TraceSet(n={self.n}, T={self.T}, rows={len(self.df)}, signals={self.signals}, "
                 f"solvable={int(self.meta['solvable'].sum()) if self.n else 0}, hidden={'none' if self.hidden is None else self.hidden.shape})")
@@ -211,9 +247,13 @@ class TraceSet:
 
     @classmethod
     def from_json_log(cls, path, **meta_defaults) -> "TraceSet":
-        "Import a Conformal Thinking reference-code JSON log (see `read_json_log`)."
+        "Import a Conformal Thinking reference-code JSON log of any reference layout (see `read_json_log`)."
         df, meta = read_json_log(path, **meta_defaults)
         return cls(df, meta, source=str(path))
+
+    def to_json_log(self, path) -> Path:
+        "Write the reference JSON-log layout (`.jsonl`: one item per line); `from_json_log` reads it back losslessly."
+        return write_json_log(self, path)
 
     @classmethod
     def concat(cls, sets: list) -> "TraceSet":
@@ -223,14 +263,14 @@ class TraceSet:
         ids = pd.Series(np.concatenate([s.trace_ids for s in sets]))
         if ids.duplicated().any(): raise ValueError(f"concat: trace_id {ids[ids.duplicated()].iloc[0]!r} appears in two TraceSets; trace ids must be unique")
         df = pd.concat([s.df for s in sets], ignore_index=True)
-        meta = pd.concat([s.meta.drop(columns="solvable") for s in sets])
+        meta = pd.concat([s._meta_records().set_index("trace_id") for s in sets])
         hid = np.concatenate([s.hidden for s in sets]) if all(s.hidden is not None for s in sets) else None
         return cls(df, meta, hid, source="concat")
 
     # --- output
     def write(self, path) -> Path:
         "Write this set as ONE parquet shard (atomic); hidden states go to `<stem>.hidden.npy`."
-        return write_shard(self.df, self.meta.drop(columns="solvable").reset_index(), path, self.hidden)
+        return write_shard(self.df, self._meta_records(), path, self.hidden)
 
     # --- views
     def arrays(self) -> Padded:
@@ -258,6 +298,7 @@ class TraceSet:
         out.df = self.df[keep].reset_index(drop=True)
         out.meta = self.meta.loc[self.meta.index.isin(ids)].copy()
         out.hidden, out.source = h, self.source
+        out.solvable_sources = self.solvable_sources.loc[out.meta.index]
         return out
 
     def filter(self, **meta_equals) -> "TraceSet":
@@ -329,7 +370,7 @@ def write_shard(df: pd.DataFrame, meta, path, hidden: np.ndarray | None = None) 
         def _w(p):
             with open(p, "wb") as f: np.save(f, h, allow_pickle=False)
         _atomic(hidden_path(path), _w)
-    records = ts.meta.drop(columns="solvable").reset_index().to_dict(orient="records")
+    records = ts._meta_records().to_dict(orient="records")
     table = pa.Table.from_pandas(ts.df, preserve_index=False)
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(records, default=_json_default).encode()})
     _atomic(path, lambda p: pq.write_table(table, p))
@@ -372,79 +413,200 @@ def read_folder(folder, hidden=False) -> TraceSet:
 
 # %% ../nbs/00_traces.ipynb #051761b7
 _ID_KEYS = ("id", "idx", "problem_id", "question_id", "index")
-_CK_REQ = {"checkpoint_idx": "checkpoint_idx", "tokens_used": "tokens", "predicted_answer": "answer", "is_correct": "correct"}
+_CHECK_KEYS = ("intermediate_checks", "checks", "checkpoints")
+_GOLD_KEYS = ("gold", "gold_answer", "answer", "ground_truth")
+_JSON_ERRORS = (json.JSONDecodeError, UnicodeDecodeError, ValueError) + ((ijson.JSONError,) if ijson is not None else ())
+EXTRA_COLS, EXTRA_SIGS = "adalib_columns", "adalib_signals"   # to_json_log's checkpoint sub-objects (lossless round trip)
 
-def _items(obj, path):
-    if isinstance(obj, list): return obj
-    if isinstance(obj, dict):
-        for k in ("results", "items", "data", "records", "traces"):
-            if isinstance(obj.get(k), list): return obj[k]
-        lists = [k for k, v in obj.items() if isinstance(v, list) and v and isinstance(v[0], dict) and "checkpoints" in v[0]]
-        if len(lists) == 1: return obj[lists[0]]
-        raise ValueError(f"{path}: top-level dict has no list of items under 'results' (keys: {list(obj)[:10]}); expected a list of items with 'checkpoints'")
-    raise ValueError(f"{path}: top level must be a list of items or a dict with a 'results' list, got {type(obj).__name__}")
+def _has_checks(it) -> bool:
+    return isinstance(it, dict) and any(isinstance(it.get(k), list) and len(it[k]) > 0 for k in _CHECK_KEYS)
 
-def read_json_log(path, **meta_defaults):
-    "Parse a Conformal Thinking JSON log into (checkpoint DataFrame, metadata records). Validation happens in TraceSet."
-    path = Path(path)
-    try: obj = json.loads(Path(path).read_text())
-    except FileNotFoundError: raise FileNotFoundError(f"{path}: JSON log not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"{path}: not valid JSON ({e})") from None
-    items = _items(obj, path)
-    if not items: raise ValueError(f"{path}: the log holds no items")
-    recs, meta = [], []
-    for i, it in enumerate(items):
-        if not isinstance(it, dict): raise ValueError(f"{path}: item {i} is a {type(it).__name__}, expected an object with 'checkpoints'")
-        tid = next((str(it[k]) for k in _ID_KEYS if k in it and it[k] is not None), str(i))
-        cks = it.get("checkpoints")
-        if not isinstance(cks, list) or not cks:
-            raise ValueError(f"{path}: item {i} (id={tid!r}): field 'checkpoints' is missing or empty; each item needs a non-empty list of checkpoints")
-        for j, c in enumerate(cks):
-            if not isinstance(c, dict): raise ValueError(f"{path}: item {i} (id={tid!r}) checkpoint {j}: expected an object, got {type(c).__name__}")
-            miss = [k for k in (*_CK_REQ, "confidence") if k not in c]
-            if miss: raise ValueError(f"{path}: item {i} (id={tid!r}) checkpoint {j}: field(s) {miss} missing")
-            recs.append({**c, "_item": i, "_ck": j, "trace_id": tid})
-        m = {**meta_defaults, "trace_id": tid, "item": i}
-        for k, dst in (("question", "question"), ("problem", "question"), ("answer", "gold"), ("gold", "gold"), ("ground_truth", "gold")):
-            if k in it and dst not in m: m[dst] = it[k] if it[k] is None else str(it[k])
-        meta.append(m)
-    raw = pd.DataFrame.from_records(recs)
-    where = lambda r, f: f"{path}: item {int(raw['_item'].iloc[r])} (id={raw['trace_id'].iloc[r]!r}) checkpoint {int(raw['_ck'].iloc[r])}: field {f!r}"
+def _top_level(path: Path):
+    "Yield (key, value) per top-level entry: (position, item) for a list or a `.jsonl` line, (key, value) for a dict."
+    if path.suffix in (".jsonl", ".ndjson"):
+        with open(path, "rb") as f:
+            for i, line in enumerate(f):
+                if line.strip(): yield i, json.loads(line)
+        return
+    with open(path, "rb") as f:
+        head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
+        f.seek(0)
+        if not head: raise ValueError("the file is empty")
+        if ijson is None:
+            obj = json.load(f)
+            yield from (enumerate(obj) if isinstance(obj, list) else obj.items() if isinstance(obj, dict) else [(0, obj)])
+        elif head == b"[": yield from enumerate(ijson.items(f, "item", use_float=True))
+        elif head == b"{": yield from ijson.kvitems(f, "", use_float=True)
+        else: raise ValueError(f"the top level starts with {head!r}, not a list '[' or an object '{{'")
+
+def iter_log_items(path):
+    "Stream the items of a reference-layout JSON log as (position, fallback id, item); non-items are skipped with a warning."
+    path, skipped, top_list = Path(path), [], None
+    if not path.exists(): raise FileNotFoundError(f"{path}: JSON log not found; check the path")
+    pos = 0
+    try:
+        for k, v in _top_level(path):
+            if _has_checks(v):
+                yield pos, str(k), v; pos += 1
+            elif isinstance(v, list) and isinstance(k, str) and any(_has_checks(x) for x in v):
+                for i, it in enumerate(v):
+                    if _has_checks(it): yield pos, str(i), it; pos += 1
+                    else: skipped.append(f"{k}[{i}]")
+            elif isinstance(v, dict) or not isinstance(k, str): skipped.append(repr(k))   # scalars beside items (e.g. "model") are not items
+    except _JSON_ERRORS as e:
+        raise ValueError(f"{path}: not valid JSON ({type(e).__name__}: {e}); the file is truncated or not a JSON log — re-export it") from None
+    if pos == 0:
+        raise ValueError(f"{path}: no list of items with checkpoints found (top-level entries: {skipped[:10]}); expected items with "
+                         f"'checkpoints', 'intermediate_checks' or 'checks' as a list, a dict keyed by question id, or under 'results'")
+    if skipped: warnings.warn(f"{path}: skipped {len(skipped)} top-level entr(ies) without checkpoints: {skipped[:5]}", stacklevel=2)
+
+# %% ../nbs/00_traces.ipynb #c5e1fd3f
+def _canon_check(c):
+    "A checkpoint entry in `checkpoints` field names (`intermediate_checks` use thinking_step/intermediate_correct)."
+    if not isinstance(c, dict): return c
+    d = dict(c)
+    if "is_correct" not in d and "intermediate_correct" in d: d["is_correct"] = d.pop("intermediate_correct")
+    if "checkpoint_idx" not in d and "thinking_step" in d: d["checkpoint_idx"] = d.pop("thinking_step")
+    for k, pre in ((EXTRA_COLS, "_col_"), (EXTRA_SIGS, "_sig_")):
+        if isinstance(d.get(k), dict): d.update({pre + f: v for f, v in d.pop(k).items()})
+    return d
+
+def _item_record(it, i, key, path, meta_defaults):
+    "(trace_id, canonical checkpoint list, metadata record) of one log item."
+    id_key = next((k for k in _ID_KEYS if it.get(k) is not None), None)
+    tid = str(it[id_key]) if id_key else key
+    ck_key = next(k for k in _CHECK_KEYS if isinstance(it.get(k), list) and len(it[k]))
+    m = {**meta_defaults, **{k: v for k, v in it.items() if k not in _CHECK_KEYS and k != id_key}, "trace_id": tid}
+    g = next((k for k in _GOLD_KEYS if k in it), None)
+    if g is not None: m["gold"] = None if it[g] is None else str(it[g])
+    if "question" not in m and "problem" in it: m["question"] = it["problem"]
+    cks = [_canon_check(c) for c in it[ck_key]]
+    for j, c in enumerate(cks):
+        if not isinstance(c, dict): raise ValueError(f"{path}: item {i} (id={tid!r}) checkpoint {j}: expected an object, got {type(c).__name__}")
+        miss = [k for k in ("tokens_used", "is_correct") if k not in c]
+        if miss: raise ValueError(f"{path}: item {i} (id={tid!r}) checkpoint {j}: field(s) {miss} missing; every checkpoint needs tokens_used and is_correct (or intermediate_correct)")
+    return tid, cks, m
+
+# %% ../nbs/00_traces.ipynb #0f55fd42
+def _is_num(v) -> bool: return isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_))
+
+def _check_fields(raw: pd.DataFrame, where):
+    "Type checks of the raw checkpoint fields; errors name item, checkpoint and field."
     for f in ("checkpoint_idx", "tokens_used", "confidence"):
+        if f not in raw.columns: continue
         col = raw[f]
-        isnum = col.map(lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, bool)).to_numpy() if col.dtype == object else np.full(len(col), pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col))
-        r = _first(~isnum)
-        if r is not None: raise ValueError(f"{where(r, f)} = {_py(col.iloc[r])!r} is not a number")
+        if f == "confidence" and col.isna().all(): continue
+        r = _first(~col.map(_is_num).to_numpy())
+        if r is not None:
+            what = "missing, but other checkpoints record it; record it at every checkpoint or drop it" if col.iloc[r] is None or (isinstance(col.iloc[r], float) and np.isnan(col.iloc[r])) else "not a number"
+            raise ValueError(f"{where(r, f)} = {_py(col.iloc[r])!r} is {what}")
     c = raw["is_correct"]
-    r = _first(~c.map(type).isin([bool, np.bool_]).to_numpy()) if c.dtype == object else (None if pd.api.types.is_bool_dtype(c) else 0)
+    r = _first(~c.map(lambda v: isinstance(v, (bool, np.bool_))).to_numpy())
     if r is not None: raise ValueError(f"{where(r, 'is_correct')} = {_py(c.iloc[r])!r} is not a boolean (true/false)")
     d = raw.duplicated(["trace_id", "checkpoint_idx"])
     if d.any():
         r = _first(d)
         raise ValueError(f"{where(r, 'checkpoint_idx')} = {_py(raw['checkpoint_idx'].iloc[r])!r} is duplicated within the item (or two items share id {raw['trace_id'].iloc[r]!r}); checkpoint indices and item ids must be unique")
-    raw = raw.sort_values(["trace_id", "checkpoint_idx"], kind="stable")
-    df = pd.DataFrame({"trace_id": raw["trace_id"], "step": raw.groupby("trace_id", sort=False).cumcount().astype(np.int64),
-                       "tokens": raw["tokens_used"], "answer": raw["predicted_answer"].map(lambda v: "" if v is None else str(v)),
-                       "correct": raw["is_correct"].astype(bool), "checkpoint_idx": raw["checkpoint_idx"],
-                       "sig_confidence": raw["confidence"].astype(float)})
-    skip = {*_CK_REQ, "confidence", "_item", "_ck", "trace_id"}
+
+def _signal_columns(raw: pd.DataFrame, df: pd.DataFrame, where):
+    "Numeric checkpoint fields -> sig_<x> (entropy negated: sig_neg_<x>); to_json_log's sub-objects restored verbatim."
+    skip = {"checkpoint_idx", "tokens_used", "predicted_answer", "is_correct", "_item", "_ck", "trace_id"}
     for f in raw.columns:
         if f in skip: continue
         col = raw[f]
-        vals = col.dropna()
-        if len(vals) == 0 or not vals.map(lambda v: isinstance(v, (int, float, np.number)) and not isinstance(v, bool)).all(): continue
-        if col.isna().any():
-            r = _first(col.isna().to_numpy())
+        if f.startswith("_col_"): df[f[5:]] = col.to_numpy(); continue
+        if not f.startswith("_sig_"):
+            vals = col.dropna()
+            if len(vals) == 0 or not vals.map(_is_num).all(): continue
+        r = _first(col.isna().to_numpy())
+        if r is not None:
             raise ValueError(f"{where(r, f)} is missing, but other checkpoints record it as a signal; record it at every checkpoint or drop it")
         v = col.astype(float)
-        if "entropy" in f.lower(): df[f"{SIG}neg_{f}"] = -v
+        if f.startswith("_sig_"): df[SIG + f[5:]] = v
+        elif "entropy" in f.lower(): df[f"{SIG}neg_{f}"] = -v
         else: df[f"{SIG}{f}"] = v
+
+# %% ../nbs/00_traces.ipynb #ad848985
+def read_json_log(path, **meta_defaults):
+    "Parse a Conformal Thinking JSON log (any reference layout) into (checkpoint DataFrame, metadata records). Validation happens in TraceSet."
+    path = Path(path)
+    recs, meta = [], []
+    for i, key, it in iter_log_items(path):
+        tid, cks, m = _item_record(it, i, key, path, meta_defaults)
+        recs.extend({**c, "_item": i, "_ck": j, "trace_id": tid} for j, c in enumerate(cks))
+        meta.append(m)
+    raw = pd.DataFrame.from_records(recs)
+    if "checkpoint_idx" not in raw.columns: raw["checkpoint_idx"] = raw["_ck"]
+    raw["checkpoint_idx"] = raw["checkpoint_idx"].where(raw["checkpoint_idx"].notna(), raw["_ck"])
+    where = lambda r, f: f"{path}: item {int(raw['_item'].iloc[r])} (id={raw['trace_id'].iloc[r]!r}) checkpoint {int(raw['_ck'].iloc[r])}: field {f!r}"
+    _check_fields(raw, where)
+    raw = raw.sort_values(["trace_id", "checkpoint_idx"], kind="stable")
+    ans = raw["predicted_answer"] if "predicted_answer" in raw.columns else pd.Series("", index=raw.index)
+    df = pd.DataFrame({"trace_id": raw["trace_id"], "step": raw.groupby("trace_id", sort=False).cumcount().astype(np.int64),
+                       "tokens": raw["tokens_used"], "answer": ans.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v)),
+                       "correct": raw["is_correct"].astype(bool), "checkpoint_idx": raw["checkpoint_idx"].astype(np.int64)})
+    _signal_columns(raw, df, where)
+    if (df["checkpoint_idx"].to_numpy() == df["step"].to_numpy()).all(): df = df.drop(columns="checkpoint_idx")   # redundant
+    df = df[[*REQUIRED, *[c for c in df.columns if c not in REQUIRED and not c.startswith(SIG)], *[c for c in df.columns if c.startswith(SIG)]]]
     df = df.reset_index(drop=True)
     last = df.groupby("trace_id", sort=False).tail(1).set_index("trace_id")
     for m in meta:
-        m["final_answer"] = str(last.loc[m["trace_id"], "answer"]); m["final_correct"] = bool(last.loc[m["trace_id"], "correct"])
+        m.setdefault("final_answer", str(last.loc[m["trace_id"], "answer"])); m.setdefault("final_correct", bool(last.loc[m["trace_id"], "correct"]))
         m.setdefault("adalib_version", _adalib_version())
     return df, meta
+
+# %% ../nbs/00_traces.ipynb #99fac9df
+def _export_name(sig: str) -> str | None:
+    "Checkpoint field name that reads back to `sig_<sig>`, or None when there is none."
+    if sig.startswith("neg_") and "entropy" in sig[4:].lower(): return sig[4:]
+    if "entropy" in sig.lower() or sig in ("checkpoint_idx", "tokens_used", "predicted_answer", "is_correct") or sig.startswith(("_col_", "_sig_")): return None
+    return sig
+
+def _clean(v):
+    "JSON-safe metadata value: NumPy scalars to Python, NaN to null."
+    v = _py(v) if isinstance(v, np.generic) else v
+    return None if isinstance(v, float) and np.isnan(v) else v
+
+def _log_items(ts):
+    "Yield one reference-layout item (a dict) per trace of `ts`."
+    df, sigs = ts.df, ts.signals
+    extras = [c for c in df.columns if c not in REQUIRED and not c.startswith(SIG) and c != "checkpoint_idx"]
+    names = {s: _export_name(s) for s in sigs}
+    cols = {c: df[c].to_numpy() for c in df.columns}
+    ck = cols.get("checkpoint_idx", cols["step"])
+    meta = ts._meta_records().set_index("trace_id")
+    ends = np.r_[np.flatnonzero(cols["trace_id"][1:] != cols["trace_id"][:-1]) + 1, len(df)] if len(df) else []
+    start = 0
+    for tid, end in zip(ts.trace_ids, ends):
+        item = {"id": tid, **{k: _clean(v) for k, v in meta.loc[tid].items() if not (k in ("solvable", "solvable_source") and _clean(v) is None)}}
+        cks = []
+        for r in range(start, end):
+            c = {"checkpoint_idx": int(ck[r]), "tokens_used": int(cols["tokens"][r]), "predicted_answer": str(cols["answer"][r]), "is_correct": bool(cols["correct"][r])}
+            for s in sigs:
+                if names[s] is not None: c[names[s]] = -float(cols[SIG + s][r]) if names[s] != s else float(cols[SIG + s][r])
+            hidden_sigs = {s: float(cols[SIG + s][r]) for s in sigs if names[s] is None}
+            if hidden_sigs: c[EXTRA_SIGS] = hidden_sigs
+            if extras: c[EXTRA_COLS] = {e: _clean(cols[e][r]) for e in extras}
+            cks.append(c)
+        item["checkpoints"] = cks
+        start = end
+        yield item
+
+def write_json_log(ts, path) -> Path:
+    "Write `ts` as a reference-layout JSON log (a list of items; `.jsonl`: one item per line), atomically; returns the path."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = path.suffix in (".jsonl", ".ndjson")
+    def _w(p):
+        with open(p, "w") as f:
+            if not lines: f.write("[")
+            for k, it in enumerate(_log_items(ts)):
+                if k and not lines: f.write(",\n")
+                f.write(json.dumps(it, default=_json_default, allow_nan=False))
+                if lines: f.write("\n")
+            if not lines: f.write("]\n")
+    _atomic(path, _w)
+    return path
 
 # %% ../nbs/00_traces.ipynb #696c8588
 def synthetic_traces(n: int, T: int, seed: int, solvable_frac: float = 0.5,
