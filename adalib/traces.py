@@ -8,6 +8,7 @@ import json, os, uuid, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
+from tqdm.auto import tqdm
 try: import ijson   # optional: streams large JSON logs item by item; without it a log is parsed once with json.load
 except ImportError: ijson = None
 import pandas as pd
@@ -237,10 +238,10 @@ class TraceSet:
         return cls(df, meta, hidden, source)
 
     @classmethod
-    def read(cls, path, hidden=False) -> "TraceSet":
-        "Read a `.parquet` shard or a folder of `*.parquet` shards (validated per file)."
+    def read(cls, path, hidden=False, progress=False) -> "TraceSet":
+        "Read a `.parquet` shard or a folder of `*.parquet` shards (validated per file; `progress`: tqdm over shards)."
         path = Path(path)
-        if path.is_dir(): return read_folder(path, hidden=hidden)
+        if path.is_dir(): return read_folder(path, hidden=hidden, progress=progress)
         df, meta = _read_parquet(path)
         h = _read_hidden(path) if hidden else None
         return cls(df, meta, h, source=str(path))
@@ -392,15 +393,15 @@ def _read_hidden(path: Path):
     try: return np.load(hp, allow_pickle=False)
     except Exception as e: raise ValueError(f"{hp}: cannot read hidden states ({type(e).__name__}: {e}); delete and regenerate the shard") from None
 
-def read_folder(folder, hidden=False) -> TraceSet:
-    "Read every `*.parquet` shard of a folder (sorted by name); leftover temp files are ignored with a warning naming them."
+def read_folder(folder, hidden=False, progress=False) -> TraceSet:
+    "Read every `*.parquet` shard of a folder (sorted by name); leftover temp files are ignored with a warning naming them. `progress`: a tqdm bar over shards."
     folder = Path(folder)
     temps = sorted(p.name for p in folder.iterdir() if TMP_MARK in p.name)
     if temps: warnings.warn(f"{folder}: ignoring {len(temps)} leftover temp file(s) from interrupted writes: {temps}", stacklevel=2)
     files = sorted(folder.glob("*.parquet"))
     if not files: raise FileNotFoundError(f"{folder}: no *.parquet trace shards in this folder")
     sets, seen = [], {}
-    for f in files:
+    for f in tqdm(files, desc=f"reading {folder.name}", unit="shard", disable=not progress, leave=False):
         df, meta = _read_parquet(f)
         ts = TraceSet(df, meta, _read_hidden(f) if hidden else None, source=str(f))
         for t in ts.trace_ids:
