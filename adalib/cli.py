@@ -188,18 +188,23 @@ def inspect_text(ts: TraceSet) -> str:
              "accuracy vs budget:", accuracy_vs_budget(ts).to_string(index=False, float_format=lambda v: f"{v:.3f}")]
     return "\n".join(lines)
 
-# %% ../nbs/14_cli.ipynb #f1352826
+# %% ../nbs/14_cli.ipynb #8b15d76c
 def calibrate_text(f, rule: str, signal: str, n: int) -> str:
-    "The `adalib calibrate` report: thresholds, bound, feasibility — a plain sentence when nothing is certified."
+    "The `adalib calibrate` report: thresholds, bound, feasibility per part — a plain sentence when nothing is certified."
     c = f.controller
     head = (f"{rule} rule on signal {signal!r}, {c.method}: alpha={c.alpha:g}" + (f", alpha_lower={c.alpha_lower:g}" if rule != "upper" else "")
             + f", delta={c.delta:g}, n={n} calibration traces")
-    if not f.feasible:
+    parts = [(k, s) for k, s in (("upper", f.upper_selection), ("lower", f.lower_selection)) if s is not None]
+    if not any(s.feasible for _, s in parts):
         return head + "\nNothing was certified: no threshold meets the target risk on these traces, so every trace runs to its budget.\n" + f.message
-    lines = [head, "certified: yes"]
-    if f.lambda_upper is not None: lines.append(f"  upper threshold lambda_upper = {f.lambda_upper:.6g}")
-    if f.lower_params is not None: lines.append("  lower threshold g(tokens) = l + (u - l)·sigmoid(slope·(tokens - shift)): " + ", ".join(f"{k}={v:.6g}" for k, v in f.lower_params.items()))
-    for k, b in f.bound.items(): lines.append(f"  certified risk bound ({k}) = " + ("n/a for this method" if b is None else f"{b:.4g}"))
+    lines = [head, "certified: " + ("yes" if f.feasible else "only " + " and ".join(k for k, s in parts if s.feasible) + " (the other part never fires)")]
+    for k, sel in parts:
+        if not sel.feasible: lines.append(f"  {k}: nothing certified, this part never fires"); continue
+        val = (f"lambda_upper = {f.lambda_upper:.6g}" if k == "upper" else
+               "g(tokens) = l + (u - l)·sigmoid(slope·(tokens - shift)) with " + ", ".join(f"{q}={v:.6g}" for q, v in f.lower_params.items()))
+        b, pv = f.bound.get(k), f.pvalues.get(k)
+        cert = f"certified risk bound {b:.4g}" if b is not None else (f"p-value {pv:.3g} <= delta" if pv is not None else "risk <= alpha on the calibration traces (no bound for this method)")
+        lines.append(f"  {k} threshold: {val}; {cert}")
     return "\n".join(lines + [f.message])
 
 def exits_text(ex: pd.DataFrame, ts: TraceSet) -> str:
@@ -211,18 +216,18 @@ def exits_text(ex: pd.DataFrame, ts: TraceSet) -> str:
             + f"; tokens {spent:.0f} of {full:.0f} at full budget ({1 - spent / full:.1%} saved); "
             + f"accuracy {ex['correct'].mean():.3f} at exit vs {P.correct[rows, last].mean():.3f} at full budget")
 
-# %% ../nbs/14_cli.ipynb #262bc4b2
+# %% ../nbs/14_cli.ipynb #1511f2fd
 def cmd_inspect(a) -> int:
     print(inspect_text(load_traces(a.traces, progress=True))); return 0
 
 def cmd_calibrate(a) -> int:
-    steps = tqdm(total=3, desc="calibrate", unit="step", leave=False)
-    ts = load_traces(a.traces, progress=True); steps.update()
-    sig = check_request(ts, a.signal, a.method, a.alpha, a.delta, a.alpha_lower if a.rule != "upper" else None)
-    _guard_out(a.out, [a.traces])
-    f = fit(ts, a.rule, sig, a.method, a.alpha, a.delta, a.alpha_lower); steps.update()
-    if a.out: save_fitted(f, a.out)
-    steps.update(); steps.close()
+    with tqdm(total=3, desc="calibrate", unit="step", leave=False) as steps:   # closed (line cleared) before any error is printed
+        ts = load_traces(a.traces, progress=True); steps.update()
+        sig = check_request(ts, a.signal, a.method, a.alpha, a.delta, a.alpha_lower if a.rule != "upper" else None)
+        _guard_out(a.out, [a.traces])
+        f = fit(ts, a.rule, sig, a.method, a.alpha, a.delta, a.alpha_lower); steps.update()
+        if a.out: save_fitted(f, a.out)
+        steps.update()
     print(calibrate_text(f, a.rule, sig, ts.n))
     if a.out: print(f"fitted rule saved to {a.out} (apply it with `adalib apply {a.out} TRACES`)")
     return 0

@@ -455,7 +455,10 @@ def iter_log_items(path):
                     else: skipped.append(f"{k}[{i}]")
             elif isinstance(v, dict) or not isinstance(k, str): skipped.append(repr(k))   # scalars beside items (e.g. "model") are not items
     except _JSON_ERRORS as e:
-        raise ValueError(f"{path}: not valid JSON ({type(e).__name__}: {e}); the file is truncated or not a JSON log — re-export it") from None
+        msg = " ".join(str(e).split())
+        if any(w in msg for w in ("NaN", "Infinity")):   # strict JSON (ijson) has no NaN/inf; json.load lets them through to the signal check
+            raise ValueError(f"{path}: a value is NaN or Infinity ({msg[:160]}); signals must be finite numbers — impute or drop those checkpoints and re-export the log") from None
+        raise ValueError(f"{path}: not valid JSON ({type(e).__name__}: {msg[:200]}); the file is truncated or not a JSON log — re-export it") from None
     if pos == 0:
         raise ValueError(f"{path}: no list of items with checkpoints found (top-level entries: {skipped[:10]}); expected items with "
                          f"'checkpoints', 'intermediate_checks' or 'checks' as a list, a dict keyed by question id, or under 'results'")
