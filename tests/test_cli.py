@@ -168,3 +168,43 @@ def test_bad_input_public_api(case, tmp_path):
     opt = dict(zip(argv[2::2], argv[3::2]))
     with pytest.raises(UserError, match=msg.replace("(", r"\(").replace(")", r"\)")):
         check_request(ts, opt["--signal"], "ltt", float(opt["--alpha"]), float(opt.get("--delta", 0.1)))
+
+
+# ---------- the tutorial runs (papermill, adalib kernel) ----------
+
+def test_tutorial_runs_through_papermill(tmp_path):
+    pm = pytest.importorskip("papermill")
+    from adalib.studies import ensure_kernel
+    nb = ROOT / "nbs" / "tutorials" / "calibrate_your_traces.ipynb"
+    out = tmp_path / "tutorial.ipynb"
+    pm.execute_notebook(str(nb), str(out), parameters={"n_traces": 300}, kernel_name=ensure_kernel("adalib"),
+                        cwd=str(nb.parent), progress_bar=False)
+    text = out.read_text()
+    assert "identical exits" in text and "image/png" in text
+
+
+# ---------- JupyterLab: `make lab` serves the adalib kernel ----------
+
+def test_jupyterlab_lists_adalib_kernel(tmp_path):
+    pytest.importorskip("jupyterlab", reason="jupyterlab is not installed (pip install -e '.[dev]' pins it)")
+    from adalib.studies import ensure_kernel
+    ensure_kernel("adalib")
+    with socket.socket() as s: s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]
+    token = "adalib-test"
+    cmd = [sys.executable, "-m", "jupyterlab", "--ip=127.0.0.1", f"--port={port}", "--no-browser", f"--IdentityProvider.token={token}",
+           f"--notebook-dir={ROOT / 'nbs'}", "--MappingKernelManager.default_kernel_name=adalib", "--ServerApp.port_retries=0", *(["--allow-root"] if os.geteuid() == 0 else [])]
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        specs, t0 = None, time.time()
+        while time.time() - t0 < 90 and specs is None:
+            if proc.poll() is not None: pytest.fail(f"jupyter lab exited: {proc.stderr.read().decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/kernelspecs?token={token}", timeout=5) as r: specs = json.loads(r.read())
+            except OSError: time.sleep(1)
+        assert specs is not None, "jupyter lab did not answer within 90 s"
+        assert "adalib" in specs["kernelspecs"] and specs["default"] == "adalib"
+    finally:
+        proc.terminate()
+        try: proc.wait(20)
+        except subprocess.TimeoutExpired: proc.kill(); proc.wait()
