@@ -10,14 +10,16 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export MPLBACKEND := Agg
 SMOKE_OUT ?= /tmp/adalib-smoke
+LAB_PORT ?= 8888
 
-.PHONY: help venv test check-sync lib-test pytest studies smoke bench clean-venv
+.PHONY: help venv test check-sync lib-test pytest studies smoke bench lab clean-venv
 
 help:
 	@echo "make test     # README test command: sync checks, nbdev_test, pytest (incl. every study in smoke profile)"
 	@echo "make studies  # README main job: every study, full profile, into outputs/"
 	@echo "make smoke    # every study, smoke profile, into $(SMOKE_OUT)"
 	@echo "make bench    # benchmarks into outputs/bench/"
+	@echo "make lab      # JupyterLab on 127.0.0.1 (port LAB_PORT=$(LAB_PORT)) with the adalib kernel"
 
 venv: $(STAMP)
 
@@ -51,6 +53,9 @@ smoke: $(STAMP)
 
 bench: $(STAMP)
 	for f in bench/*.py; do $(BIN)/python $$f || exit 1; done
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ip=127.0.0.1 --port=$(LAB_PORT) --no-browser --notebook-dir=nbs --MappingKernelManager.default_kernel_name=adalib $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean-venv:
 	rm -rf $(VENV)

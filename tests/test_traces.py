@@ -231,11 +231,15 @@ def test_json_log_import(tmp_path):
     pd.testing.assert_frame_equal(ts2.df, ts.df)
 
 
-def test_json_missing_checkpoints(tmp_path):
+def test_json_item_without_checkpoints_is_skipped_with_warning(tmp_path):
+    "The reference loader skips items without checks; so do we, and say which."
     bad = json.loads(json.dumps(LOG)); del bad["results"][1]["checkpoints"]
     p = write_json(tmp_path, bad)
-    with pytest.raises(ValueError) as e: TraceSet.from_json_log(p)
-    assert str(p) in str(e.value) and "item 1 (id='q2')" in str(e.value) and "'checkpoints' is missing" in str(e.value)
+    with pytest.warns(UserWarning, match=r"skipped 1 .*results\[1\]"): ts = TraceSet.from_json_log(p)
+    assert list(ts.trace_ids) == ["7"]
+    bad["results"][0]["checkpoints"] = []
+    with pytest.raises(ValueError) as e: TraceSet.from_json_log(write_json(tmp_path, bad))
+    assert str(p) in str(e.value) and "no list of items with checkpoints" in str(e.value)
 
 
 def test_json_non_numeric_tokens(tmp_path):
@@ -247,7 +251,7 @@ def test_json_non_numeric_tokens(tmp_path):
 
 def test_json_other_malformed(tmp_path):
     bad = json.loads(json.dumps(LOG)); del bad["results"][0]["checkpoints"][0]["confidence"]
-    with pytest.raises(ValueError, match=r"item 0 \(id='7'\) checkpoint 0: field\(s\) \['confidence'\] missing"):
+    with pytest.raises(ValueError, match=r"item 0 \(id='7'\) checkpoint 0: field 'confidence' is missing, but other checkpoints record it"):
         TraceSet.from_json_log(write_json(tmp_path, bad))
     bad = json.loads(json.dumps(LOG)); bad["results"][0]["checkpoints"][0]["is_correct"] = "yes"
     with pytest.raises(ValueError, match="field 'is_correct' = 'yes' is not a boolean"): TraceSet.from_json_log(write_json(tmp_path, bad))
@@ -256,3 +260,135 @@ def test_json_other_malformed(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="bad.json: not valid JSON"): TraceSet.from_json_log(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="no list of items"): TraceSet.from_json_log(write_json(tmp_path, {"x": 1}))
+    bad = json.loads(json.dumps(LOG)); del bad["results"][0]["checkpoints"][0]["tokens_used"]
+    with pytest.raises(ValueError, match=r"item 0 \(id='7'\) checkpoint 0: field\(s\) \['tokens_used'\] missing"):
+        TraceSet.from_json_log(write_json(tmp_path, bad))
+
+
+# ---------- every reference layout (signal_util.load_log of xidulu/reasoning_risk_control) ----------
+
+CK = [{"checkpoint_idx": 0, "tokens_used": 64, "predicted_answer": "3", "confidence": 0.2, "is_correct": False,
+       "entropy_uni": 1.5, "eat_uni": 0.3, "eat_uni_forced": 0.1, "probe_confidence": 0.4, "entropy": 2.0},
+      {"checkpoint_idx": 1, "tokens_used": 128, "predicted_answer": "4", "confidence": 0.9, "is_correct": True,
+       "entropy_uni": 0.5, "eat_uni": 0.8, "eat_uni_forced": 0.6, "probe_confidence": 0.7, "entropy": 0.25}]
+ITEM = {"id": "q0", "question": "2+2?", "gold_answer": "4", "actual_final_answer": "4", "solvable": False,
+        "metadata": {"source": "gsm8k", "level": 2}, "checkpoints": CK}
+ITEM2 = {"id": "q1", "question": "1+2?", "gold_answer": "3", "actual_final_answer": "5", "solvable": True,
+         "metadata": {"source": "gsm8k", "level": 1}, "checkpoints": [dict(c, is_correct=False) for c in CK]}
+
+
+def as_checks(item, key, correct_key="intermediate_correct"):
+    "The same item in the intermediate_checks/checks layout (thinking_step, intermediate_correct)."
+    out = {k: v for k, v in item.items() if k != "checkpoints"}
+    out[key] = [{**{k: v for k, v in c.items() if k not in ("checkpoint_idx", "is_correct")},
+                 "thinking_step": c["checkpoint_idx"], correct_key: c["is_correct"]} for c in item["checkpoints"]]
+    return out
+
+
+LAYOUTS = {
+    "list_checkpoints": [ITEM, ITEM2],
+    "dict_by_question_id": {"q0": {k: v for k, v in ITEM.items() if k != "id"}, "q1": {k: v for k, v in ITEM2.items() if k != "id"}},
+    "dict_with_results_list": {"model": "m", "results": [ITEM, ITEM2]},
+    "list_intermediate_checks": [as_checks(ITEM, "intermediate_checks"), as_checks(ITEM2, "intermediate_checks")],
+    "list_checks_is_correct": [as_checks(ITEM, "checks", "is_correct"), as_checks(ITEM2, "checks", "is_correct")],
+    "dict_intermediate_checks": {"q0": as_checks({k: v for k, v in ITEM.items() if k != "id"}, "intermediate_checks"),
+                                 "q1": as_checks({k: v for k, v in ITEM2.items() if k != "id"}, "intermediate_checks")},
+}
+
+
+@pytest.mark.parametrize("layout", sorted(LAYOUTS))
+@pytest.mark.parametrize("ext", [".json", ".jsonl"])
+def test_every_reference_layout_imports(tmp_path, layout, ext):
+    obj = LAYOUTS[layout]
+    if ext == ".jsonl":
+        if isinstance(obj, dict): pytest.skip("line-delimited logs are lists of items")
+        p = tmp_path / "log.jsonl"; p.write_text("".join(json.dumps(it) + "\n" for it in obj))
+    else: p = write_json(tmp_path, obj)
+    ts = TraceSet.from_json_log(p)
+    assert list(ts.trace_ids) == ["q0", "q1"] and ts.T == 2
+    d = ts.df
+    assert d["tokens"].tolist() == [64, 128] * 2 and d["correct"].tolist() == [False, True, False, False]
+    assert "checkpoint_idx" not in d    # equal to step: redundant
+    assert sorted(ts.signals) == ["confidence", "eat_uni", "eat_uni_forced", "neg_entropy", "neg_entropy_uni", "probe_confidence"]
+    assert d["sig_neg_entropy_uni"].tolist() == [-1.5, -0.5] * 2 and d["sig_probe_confidence"].tolist() == [0.4, 0.7] * 2
+    m = ts.meta
+    assert m.loc["q0", "question"] == "2+2?" and m.loc["q0", "gold_answer"] == "4" and m.loc["q0", "gold"] == "4"
+    assert m.loc["q1", "actual_final_answer"] == "5" and m.loc["q1", "metadata"] == {"source": "gsm8k", "level": 1}
+    # the supplied solvable is kept (q0 is correct at its end but marked unsolvable, q1 the reverse)
+    assert m["solvable"].tolist() == [False, True] and ts.solvable_source == "supplied"
+
+
+def test_reference_log_round_trip_is_lossless(tmp_path):
+    "reference log -> TraceSet -> to_json_log gives the same items; TraceSet -> log -> TraceSet gives the same set."
+    p = write_json(tmp_path, [ITEM, ITEM2])
+    ts = TraceSet.from_json_log(p)
+    back = json.loads(ts.to_json_log(tmp_path / "out.json").read_text())
+    for orig, got in zip([ITEM, ITEM2], back):
+        assert got["checkpoints"] == orig["checkpoints"]
+        for k, v in orig.items():
+            if k != "checkpoints": assert got[k] == v, k
+        assert got["solvable_source"] == "supplied"
+    ts2 = TraceSet.from_json_log(tmp_path / "out.json")
+    pd.testing.assert_frame_equal(ts2.df, ts.df); pd.testing.assert_frame_equal(ts2.meta, ts.meta)
+
+
+@pytest.mark.parametrize("ext", [".json", ".jsonl"])
+def test_traceset_json_round_trip_with_extras(tmp_path, ext):
+    "Extra columns and signals that would not read back by name travel in adalib_columns/adalib_signals."
+    ts = synthetic_traces(30, 5, seed=1)
+    ts.df["probe_tokens"] = np.arange(len(ts.df), dtype=np.int64)
+    ts.add_signal("entropy_raw", np.linspace(0, 1, len(ts.df)))      # contains 'entropy' but is not negated
+    back = TraceSet.from_json_log(ts.to_json_log(tmp_path / f"t{ext}"))
+    pd.testing.assert_frame_equal(back.df, ts.df[back.df.columns]); assert set(back.df.columns) == set(ts.df.columns)
+    pd.testing.assert_frame_equal(back.meta, ts.meta)
+    assert back.solvable_source == ts.solvable_source == "last_checkpoint"
+
+
+def test_supplied_solvable_survives_construction_write_and_read(tmp_path):
+    ts = synthetic_traces(40, 6, seed=3)
+    meta = ts.meta.drop(columns="solvable").reset_index()
+    supplied = ~ts.meta["solvable"].to_numpy()        # the opposite of 'correct at the last checkpoint'
+    meta["solvable"] = supplied
+    s = TraceSet.from_frames(ts.df, meta)
+    assert (s.meta["solvable"].to_numpy() == supplied).all() and s.solvable_source == "supplied"
+    assert (s.arrays().solvable == supplied).all()
+    for back in (TraceSet.read(s.write(tmp_path / "s.parquet")), TraceSet.read(tmp_path),
+                 TraceSet.from_json_log(s.to_json_log(tmp_path / "s.json"))):
+        assert (back.meta["solvable"].to_numpy() == supplied).all() and back.solvable_source == "supplied"
+    # a named source (solver / pass@k) is kept too, and a partial supply falls back per trace
+    meta["solvable_source"] = "pass@k"
+    assert TraceSet.read(TraceSet.from_frames(ts.df, meta).write(tmp_path / "k" / "k.parquet")).solvable_source == "pass@k"
+    part = meta.drop(columns="solvable_source").astype({"solvable": object}); part.loc[:9, "solvable"] = None
+    p = TraceSet.from_frames(ts.df, part)
+    assert p.solvable_source == "mixed" and (p.solvable_sources.iloc[:10] == "last_checkpoint").all()
+    assert (p.meta["solvable"].to_numpy()[:10] == ts.meta["solvable"].to_numpy()[:10]).all()
+    # nothing supplied: the old definition, marked as such
+    assert ts.solvable_source == "last_checkpoint"
+
+
+def test_committed_traces_solvable_unchanged():
+    "The committed traces supply no solvable: the fallback keeps every study's numbers."
+    root = Path(__file__).resolve().parents[1] / "data" / "traces"
+    for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        ts = TraceSet.read(d)
+        assert ts.solvable_source == "last_checkpoint"
+        P = ts.arrays()
+        assert (ts.meta["solvable"].to_numpy() == P.correct[np.arange(ts.n), P.lengths - 1]).all()
+
+
+def test_json_log_streams_once(tmp_path, monkeypatch):
+    "A .json log is parsed once, item by item (ijson) — never read into one string first."
+    ijson = pytest.importorskip("ijson")
+    p = write_json(tmp_path, [ITEM, ITEM2] * 1)
+    monkeypatch.setattr(Path, "read_text", lambda *a, **k: (_ for _ in ()).throw(AssertionError("read_text used")))
+    monkeypatch.setattr(json, "load", lambda *a, **k: (_ for _ in ()).throw(AssertionError("json.load used")))
+    assert TraceSet.from_json_log(p).n == 2
+
+
+@pytest.mark.parametrize("content, msg", [("", "the file is empty"), ('[{"id": "q0", "checkpoints": [{"tokens_u', "not valid JSON"),
+                                          ("42", "not a list")])
+def test_json_empty_or_truncated(tmp_path, content, msg):
+    p = tmp_path / "x.json"; p.write_text(content)
+    with pytest.raises(ValueError, match=msg) as e: TraceSet.from_json_log(p)
+    assert str(p) in str(e.value)
+    with pytest.raises(FileNotFoundError, match="not found"): TraceSet.from_json_log(tmp_path / "missing.json")
