@@ -37,6 +37,7 @@ def _check_p_args(risk_hat, n, alpha):
     if np.any(~np.isfinite(rh)) or np.any(rh < 0) or np.any(rh > 1): raise ValueError("risk_hat must be finite and in [0, 1] (scale losses by B first)")
     return rh, n.astype(float)
 
+# %% ../nbs/06_risk.ipynb #de30588a
 def hoeffding_pvalue(risk_hat, n, alpha: float, tight: bool = True) -> np.ndarray:
     "Hoeffding p-value for H: R > alpha. tight: exp(-n h(min(R̂,α), α)); else exp(-2n (α-R̂)_+^2)."
     rh, n = _check_p_args(risk_hat, n, alpha)
@@ -89,6 +90,7 @@ class Calibration:
         idx = np.flatnonzero(self.passed)
         return int(idx[np.flatnonzero(e[idx] == e[idx].min())[-1]])
 
+# %% ../nbs/06_risk.ipynb #245eae95
 def _prefix(ok):
     "Monotone scan from index 0: True up to (not including) the first False along the last axis."
     return np.logical_and.accumulate(ok, axis=-1)
@@ -149,14 +151,16 @@ def calibrate_batch(risk_hat, n: int, alpha: float, delta: float = 0.1, method: 
     return BatchCalibration(passed, feasible, np.ma.masked_array(last, mask=~feasible), p, bound)
 
 # %% ../nbs/06_risk.ipynb #47067c79
-def calibrate(losses, alpha: float, delta: float = 0.1, method: str = "ltt", pvalue: str = "hb", B: float = 1.0) -> Calibration:
-    """Pick a candidate from an (n, m) loss matrix (index 0 = most conservative) with target risk `alpha`
-    at level `delta`. method in {"naive", "ucb", "crc", "ltt", "bonferroni", "holm"}; pvalue (for
-    ltt/bonferroni/holm) in {"hb", "hb_binary", "hoeffding", "bentkus", "binomial"}."""
+def _check_settings(method, pvalue, B, alpha, delta) -> tuple:
+    "(alpha, delta) as floats after checking method, p-value, loss bound and levels (one-line errors)."
     if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if pvalue not in PVALUES: raise ValueError(f"pvalue must be one of {tuple(PVALUES)}, got {pvalue!r}")
     if isinstance(B, bool) or not isinstance(B, (int, float, np.integer, np.floating)) or not (B > 0): raise ValueError(f"B (loss bound) must be a positive number, got {B!r}")
-    _check_level("alpha", alpha, B); _check_level("delta", delta)
+    return _check_level("alpha", alpha, B), _check_level("delta", delta)
+
+def _check_losses(losses, alpha, delta, method, pvalue, B) -> np.ndarray:
+    "The settings and an (n, m) loss matrix checked at the boundary (one-line errors naming the bad entry); the losses as floats."
+    _check_settings(method, pvalue, B, alpha, delta)
     try: L = np.asarray(losses, dtype=float)
     except (TypeError, ValueError): raise TypeError(f"losses must be a numeric (n_traces, n_candidates) array, got {type(losses).__name__}") from None
     if L.ndim != 2: raise ValueError(f"losses must be 2-D (n_traces, n_candidates), got shape {L.shape}; for one candidate use losses[:, None]")
@@ -170,6 +174,15 @@ def calibrate(losses, alpha: float, delta: float = 0.1, method: str = "ltt", pva
     if method in ("ltt", "bonferroni", "holm") and pvalue in ("binomial", "hb_binary") and not np.isin(L, (0.0, B)).all():
         r = np.argwhere(~np.isin(L, (0.0, B)))[0]
         raise ValueError(f"pvalue={pvalue!r} needs 0/B losses, but trace row {r[0]}, candidate {r[1]} has {L[tuple(r)]:g}; use pvalue='hb'")
+    return L
+
+# %% ../nbs/06_risk.ipynb #4bdc203f
+def calibrate(losses, alpha: float, delta: float = 0.1, method: str = "ltt", pvalue: str = "hb", B: float = 1.0) -> Calibration:
+    """Pick a candidate from an (n, m) loss matrix (index 0 = most conservative) with target risk `alpha`
+    at level `delta`. method in {"naive", "ucb", "crc", "ltt", "bonferroni", "holm"}; pvalue (for
+    ltt/bonferroni/holm) in {"hb", "hb_binary", "hoeffding", "bentkus", "binomial"}."""
+    L = _check_losses(losses, alpha, delta, method, pvalue, B)
+    n, m = L.shape
     rh = L.mean(axis=0)
     res = calibrate_batch(rh, n, alpha, delta, method, pvalue, B)
     feasible = bool(res.feasible)
@@ -187,7 +200,7 @@ def calibrate(losses, alpha: float, delta: float = 0.1, method: str = "ltt", pva
                        pvalues=None if res.pvalues is None else np.asarray(res.pvalues), passed=np.asarray(res.passed),
                        message=msg, B=float(B), pvalue=pvalue if method in ("ltt", "bonferroni", "holm") else None)
 
-# %% ../nbs/06_risk.ipynb #34fae7a2
+# %% ../nbs/06_risk.ipynb #86a2b981
 class RiskController:
     "Base of adalib's risk controllers: validated (method, α, δ, p-value, B); `calibrate` -> fitted object; `predict` needs it."
     def __init__(self,
@@ -197,13 +210,8 @@ class RiskController:
                  *,
                  pvalue: str = "hb",   # p-value for ltt/bonferroni/holm, one of PVALUES
                  B: float = 1.0):      # upper bound of the per-trace loss
-        if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if pvalue not in PVALUES: raise ValueError(f"pvalue must be one of {tuple(PVALUES)}, got {pvalue!r}")
-        if isinstance(B, bool) or not isinstance(B, (int, float, np.integer, np.floating)) or not (B > 0):
-            raise ValueError(f"B (loss bound) must be a positive number, got {B!r}")
-        self.method, self.B = method, float(B)
-        self.alpha, self.delta = _check_level("alpha", alpha, self.B), _check_level("delta", delta)
-        self.pvalue = pvalue
+        self.alpha, self.delta = _check_settings(method, pvalue, B, alpha, delta)
+        self.method, self.pvalue, self.B = method, pvalue, float(B)
         self.fitted_ = None
     def _params(self) -> dict:
         "Constructor arguments that rebuild this controller (subclasses extend it)."
@@ -259,7 +267,7 @@ def _risk_hat(losses, B, method, pvalue):
     if is_bool and B != 1.0: rh = rh * B
     return rh, n, m
 
-# %% ../nbs/06_risk.ipynb #c1c43f17
+# %% ../nbs/06_risk.ipynb #469a24d3
 def _certify(rh, n, alpha, delta, method, pvalue, B, paths, n_split):
     "(certified (m,), bound or None, pvalues or None) of a grid with empirical risks `rh` on n traces."
     m = len(rh)
@@ -285,7 +293,7 @@ def _certify(rh, n, alpha, delta, method, pvalue, B, paths, n_split):
             if cal.pvalues is not None: pv[ix] = cal.pvalues; has_p = True
     return cert, (bound if has_b else None), (pv if has_p else None)
 
-# %% ../nbs/06_risk.ipynb #e1759362
+# %% ../nbs/06_risk.ipynb #ce4af52e
 def _chosen_message(method, n_cert, m, alpha, delta, n, idx, what):
     return (f"{method}: {n_cert} of {m} candidates certified at alpha={alpha:g}, delta={delta:g} "
             f"on n={n} calibration traces; chose candidate {idx} (lowest mean {what} efficiency loss among them)")
@@ -301,7 +309,7 @@ def _infeasible_message(method, alpha, delta, n, n_split, rh):
     return (f"nothing certified: {method} cannot certify risk <= {alpha:g} at delta={delta:g} with n={n} "
             f"calibration traces (lowest empirical risk on the grid {best:.4g}{need}); the rule runs every trace to its budget")
 
-# %% ../nbs/06_risk.ipynb #bdae4a22
+# %% ../nbs/06_risk.ipynb #7b6f14fd
 def select(losses,               # (n, m) per-trace losses in [0, B], columns most conservative first within each path
            efficiency,           # (m,) mean efficiency loss (lower is better)
            alpha, delta=0.1, method="ltt", pvalue="hb", B=1.0,
@@ -321,7 +329,7 @@ def select(losses,               # (n, m) per-trace losses in [0, B], columns mo
         idx, msg = None, _infeasible_message(method, alpha, delta, n, n_split, rh)
     return Selection(method, float(alpha), float(delta), n, idx, idx is not None, rh, bound, pv, cert, eff, msg, n_split)
 
-# %% ../nbs/06_risk.ipynb #85c401ec
+# %% ../nbs/06_risk.ipynb #7466e7a9
 def merge_selections(parts: list, what="risk") -> Selection:
     "Join the Selections of consecutive chunks of one grid (each made with `split_over` = all paths) and re-pick."
     if not parts: raise ValueError("merge_selections: nothing to merge")
