@@ -4,13 +4,15 @@
 
 # %% ../nbs/06_risk.ipynb #8490b515
 from __future__ import annotations
+import math
 from dataclasses import dataclass, field
 import numpy as np
 from scipy.stats import binom
 
 # %% auto #0
 __all__ = ['PVALUES', 'METHODS', 'hoeffding_pvalue', 'bentkus_pvalue', 'hb_pvalue', 'binomial_pvalue', 'Calibration',
-           'BatchCalibration', 'calibrate_batch', 'calibrate']
+           'BatchCalibration', 'calibrate_batch', 'calibrate', 'RiskController', 'Selection', 'select',
+           'merge_selections']
 
 # %% ../nbs/06_risk.ipynb #44bdaa94
 def _h(a, b):
@@ -35,6 +37,7 @@ def _check_p_args(risk_hat, n, alpha):
     if np.any(~np.isfinite(rh)) or np.any(rh < 0) or np.any(rh > 1): raise ValueError("risk_hat must be finite and in [0, 1] (scale losses by B first)")
     return rh, n.astype(float)
 
+# %% ../nbs/06_risk.ipynb #de30588a
 def hoeffding_pvalue(risk_hat, n, alpha: float, tight: bool = True) -> np.ndarray:
     "Hoeffding p-value for H: R > alpha. tight: exp(-n h(min(R̂,α), α)); else exp(-2n (α-R̂)_+^2)."
     rh, n = _check_p_args(risk_hat, n, alpha)
@@ -87,6 +90,7 @@ class Calibration:
         idx = np.flatnonzero(self.passed)
         return int(idx[np.flatnonzero(e[idx] == e[idx].min())[-1]])
 
+# %% ../nbs/06_risk.ipynb #245eae95
 def _prefix(ok):
     "Monotone scan from index 0: True up to (not including) the first False along the last axis."
     return np.logical_and.accumulate(ok, axis=-1)
@@ -100,9 +104,11 @@ def _holm(p, delta):
     np.put_along_axis(passed, order, ok, axis=-1)
     return passed
 
-def _check_level(name, v, hi=1.0):
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)): raise TypeError(f"{name} must be a number, got {type(v).__name__}")
+def _check_level(name, v, hi=1.0) -> float:
+    "A level (α, δ, ...) as a float in (0, hi); one-line TypeError/ValueError naming `name` otherwise. The one level check of adalib."
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)): raise TypeError(f"{name} must be a number in (0, {hi:g}), got {type(v).__name__}")
     if not (0 < v < hi): raise ValueError(f"{name} must be in (0, {hi:g}), got {v}" + (" (alpha is a risk level in loss units, below the loss bound B)" if name == "alpha" else ""))
+    return float(v)
 
 # %% ../nbs/06_risk.ipynb #5dca1547
 @dataclass
@@ -145,14 +151,16 @@ def calibrate_batch(risk_hat, n: int, alpha: float, delta: float = 0.1, method: 
     return BatchCalibration(passed, feasible, np.ma.masked_array(last, mask=~feasible), p, bound)
 
 # %% ../nbs/06_risk.ipynb #47067c79
-def calibrate(losses, alpha: float, delta: float = 0.1, method: str = "ltt", pvalue: str = "hb", B: float = 1.0) -> Calibration:
-    """Pick a candidate from an (n, m) loss matrix (index 0 = most conservative) with target risk `alpha`
-    at level `delta`. method in {"naive", "ucb", "crc", "ltt", "bonferroni", "holm"}; pvalue (for
-    ltt/bonferroni/holm) in {"hb", "hb_binary", "hoeffding", "bentkus", "binomial"}."""
+def _check_settings(method, pvalue, B, alpha, delta) -> tuple:
+    "(alpha, delta) as floats after checking method, p-value, loss bound and levels (one-line errors)."
     if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if pvalue not in PVALUES: raise ValueError(f"pvalue must be one of {tuple(PVALUES)}, got {pvalue!r}")
     if isinstance(B, bool) or not isinstance(B, (int, float, np.integer, np.floating)) or not (B > 0): raise ValueError(f"B (loss bound) must be a positive number, got {B!r}")
-    _check_level("alpha", alpha, B); _check_level("delta", delta)
+    return _check_level("alpha", alpha, B), _check_level("delta", delta)
+
+def _check_losses(losses, alpha, delta, method, pvalue, B) -> np.ndarray:
+    "The settings and an (n, m) loss matrix checked at the boundary (one-line errors naming the bad entry); the losses as floats."
+    _check_settings(method, pvalue, B, alpha, delta)
     try: L = np.asarray(losses, dtype=float)
     except (TypeError, ValueError): raise TypeError(f"losses must be a numeric (n_traces, n_candidates) array, got {type(losses).__name__}") from None
     if L.ndim != 2: raise ValueError(f"losses must be 2-D (n_traces, n_candidates), got shape {L.shape}; for one candidate use losses[:, None]")
@@ -166,6 +174,15 @@ def calibrate(losses, alpha: float, delta: float = 0.1, method: str = "ltt", pva
     if method in ("ltt", "bonferroni", "holm") and pvalue in ("binomial", "hb_binary") and not np.isin(L, (0.0, B)).all():
         r = np.argwhere(~np.isin(L, (0.0, B)))[0]
         raise ValueError(f"pvalue={pvalue!r} needs 0/B losses, but trace row {r[0]}, candidate {r[1]} has {L[tuple(r)]:g}; use pvalue='hb'")
+    return L
+
+# %% ../nbs/06_risk.ipynb #4bdc203f
+def calibrate(losses, alpha: float, delta: float = 0.1, method: str = "ltt", pvalue: str = "hb", B: float = 1.0) -> Calibration:
+    """Pick a candidate from an (n, m) loss matrix (index 0 = most conservative) with target risk `alpha`
+    at level `delta`. method in {"naive", "ucb", "crc", "ltt", "bonferroni", "holm"}; pvalue (for
+    ltt/bonferroni/holm) in {"hb", "hb_binary", "hoeffding", "bentkus", "binomial"}."""
+    L = _check_losses(losses, alpha, delta, method, pvalue, B)
+    n, m = L.shape
     rh = L.mean(axis=0)
     res = calibrate_batch(rh, n, alpha, delta, method, pvalue, B)
     feasible = bool(res.feasible)
@@ -182,3 +199,147 @@ def calibrate(losses, alpha: float, delta: float = 0.1, method: str = "ltt", pva
                        risk_hat=rh, bound=None if res.bound is None else np.asarray(res.bound),
                        pvalues=None if res.pvalues is None else np.asarray(res.pvalues), passed=np.asarray(res.passed),
                        message=msg, B=float(B), pvalue=pvalue if method in ("ltt", "bonferroni", "holm") else None)
+
+# %% ../nbs/06_risk.ipynb #86a2b981
+class RiskController:
+    "Base of adalib's risk controllers: validated (method, α, δ, p-value, B); `calibrate` -> fitted object; `predict` needs it."
+    def __init__(self,
+                 method: str = "ltt",  # one of METHODS
+                 alpha: float = 0.1,   # target risk, in (0, B)
+                 delta: float = 0.1,   # level: the guarantee holds with probability >= 1 - delta
+                 *,
+                 pvalue: str = "hb",   # p-value for ltt/bonferroni/holm, one of PVALUES
+                 B: float = 1.0):      # upper bound of the per-trace loss
+        self.alpha, self.delta = _check_settings(method, pvalue, B, alpha, delta)
+        self.method, self.pvalue, self.B = method, pvalue, float(B)
+        self.fitted_ = None
+    def _params(self) -> dict:
+        "Constructor arguments that rebuild this controller (subclasses extend it)."
+        return dict(method=self.method, alpha=self.alpha, delta=self.delta, pvalue=self.pvalue, B=self.B)
+    def with_(self, **changes) -> "RiskController":
+        "A copy with some settings changed (validated again)."
+        return type(self)(**{**self._params(), **changes})
+    def __repr__(self):
+        return f"{type(self).__name__}(" + ", ".join(f"{k}={v!r}" for k, v in self._params().items()) + ")"
+    def check_calibrated(self):
+        "The fitted object; a one-line RuntimeError if `calibrate` has not run."
+        if self.fitted_ is None: raise RuntimeError(f"{type(self).__name__} is not calibrated: call .calibrate(...) first")
+        return self.fitted_
+    def calibrate(self, losses) -> Calibration:
+        "Calibrate an (n, m) loss matrix (columns from most conservative to least) with the functional core `calibrate`."
+        self.fitted_ = calibrate(losses, self.alpha, self.delta, self.method, self.pvalue, self.B)
+        return self.fitted_
+    def predict(self):
+        "The chosen candidate index (None: nothing certified)."
+        return self.check_calibrated().index
+
+# %% ../nbs/06_risk.ipynb #789d3769
+_SPLIT_DELTA = ("ucb", "ltt")
+
+@dataclass
+class Selection:
+    "Outcome of calibrating one grid: which candidates are certified and which one was chosen."
+    method: str; alpha: float; delta: float; n: int
+    index: int | None            # chosen candidate in grid order (None: nothing certified -> run to budget)
+    feasible: bool
+    risk_hat: np.ndarray         # (m,) empirical risk on the calibration traces
+    bound: np.ndarray | None     # (m,) certified upper bound where the method has one
+    pvalues: np.ndarray | None   # (m,)
+    certified: np.ndarray        # (m,) bool, the candidates the selection may choose from
+    efficiency: np.ndarray       # (m,) mean efficiency loss on the calibration traces
+    message: str
+    n_paths: int = 1
+
+def _risk_hat(losses, B, method, pvalue):
+    "Check an (n, m) loss matrix and return (R̂ per candidate, n, m); bool losses skip the range check."
+    losses = np.asarray(losses)
+    is_bool = losses.dtype == bool                       # 0/1 losses: no range check needed, cheaper mean
+    if not is_bool: losses = losses.astype(float, copy=False)
+    if losses.ndim != 2: raise ValueError(f"losses must be an (n traces, m candidates) matrix, got shape {losses.shape}")
+    n, m = losses.shape
+    if m == 0: raise ValueError("the candidate grid is empty (m = 0); give at least one candidate")
+    if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if n and not is_bool and (np.isnan(losses).any() or losses.min() < 0 or losses.max() > B):
+        raise ValueError(f"losses must be numbers in [0, B={B:g}] without NaN")
+    if n and not is_bool and pvalue in ("binomial", "hb_binary") and method in ("ltt", "bonferroni", "holm") and not np.isin(losses, (0.0, B)).all():
+        raise ValueError(f"pvalue={pvalue!r} needs 0/B losses; use pvalue='hb' (e.g. lower_loss='fraction' is not 0/1)")
+    rh = (losses.sum(0, dtype=np.int64) / n if is_bool else losses.mean(0)) if n else np.full(m, np.nan)
+    if is_bool and B != 1.0: rh = rh * B
+    return rh, n, m
+
+# %% ../nbs/06_risk.ipynb #469a24d3
+def _certify(rh, n, alpha, delta, method, pvalue, B, paths, n_split):
+    "(certified (m,), bound or None, pvalues or None) of a grid with empirical risks `rh` on n traces."
+    m = len(rh)
+    bound = np.full(m, np.nan); pv = np.full(m, np.nan); cert = np.zeros(m, bool)
+    has_b = has_p = False
+    if n == 0:
+        pass
+    elif method in ("bonferroni", "holm"):
+        cal = calibrate_batch(rh, n, alpha, delta, method, pvalue, B)         # over the whole grid
+        cert = np.asarray(cal.passed, bool).copy()
+        if cal.bound is not None: bound[:] = cal.bound; has_b = True
+        if cal.pvalues is not None: pv[:] = cal.pvalues; has_p = True
+    else:
+        dp = delta / n_split if method in _SPLIT_DELTA else delta
+        groups = {}
+        for p in paths: groups.setdefault(len(p), []).append(p)              # equal-length paths: one batched call
+        for plist in groups.values():
+            ix = np.stack(plist)                                              # (paths, length)
+            cal = calibrate_batch(rh[ix], n, alpha, dp, method, pvalue, B)
+            ok = np.asarray(cal.passed, bool)
+            cert[ix] = ok if method == "naive" else np.logical_and.accumulate(ok, axis=-1)
+            if cal.bound is not None: bound[ix] = cal.bound; has_b = True
+            if cal.pvalues is not None: pv[ix] = cal.pvalues; has_p = True
+    return cert, (bound if has_b else None), (pv if has_p else None)
+
+# %% ../nbs/06_risk.ipynb #ce4af52e
+def _chosen_message(method, n_cert, m, alpha, delta, n, idx, what):
+    return (f"{method}: {n_cert} of {m} candidates certified at alpha={alpha:g}, delta={delta:g} "
+            f"on n={n} calibration traces; chose candidate {idx} (lowest mean {what} efficiency loss among them)")
+
+def _infeasible_message(method, alpha, delta, n, n_split, rh):
+    need = ""
+    if method in ("ltt", "ucb") and 0 < alpha < 1:
+        dp = delta / n_split if method in _SPLIT_DELTA else delta
+        nmin = (math.ceil(math.log(dp) / math.log(1 - alpha)) if method == "ltt"
+                else math.ceil(math.log(1 / dp) / (2 * alpha ** 2)))
+        need = f"; even with zero observed loss, {method} needs n >= {nmin} traces at this alpha and delta"
+    best = np.nanmin(rh) if n else float("nan")
+    return (f"nothing certified: {method} cannot certify risk <= {alpha:g} at delta={delta:g} with n={n} "
+            f"calibration traces (lowest empirical risk on the grid {best:.4g}{need}); the rule runs every trace to its budget")
+
+# %% ../nbs/06_risk.ipynb #7b6f14fd
+def select(losses,               # (n, m) per-trace losses in [0, B], columns most conservative first within each path
+           efficiency,           # (m,) mean efficiency loss (lower is better)
+           alpha, delta=0.1, method="ltt", pvalue="hb", B=1.0,
+           paths=None,           # index arrays partitioning the columns into independently ordered sequences (default: one)
+           what="risk",          # the efficiency's name, for the message
+           split_over=None) -> Selection:  # number of paths δ is divided over for ucb/ltt (default len(paths); larger when calibrating chunks)
+    "Certify candidates of a grid and pick the most efficient certified one."
+    rh, n, m = _risk_hat(losses, B, method, pvalue)
+    paths = [np.arange(m)] if paths is None else [np.asarray(p) for p in paths]
+    n_split = len(paths) if split_over is None else int(split_over)
+    cert, bound, pv = _certify(rh, n, alpha, delta, method, pvalue, B, paths, n_split)
+    eff = np.asarray(efficiency, float)
+    if cert.any():
+        idx = int(np.argmin(np.where(cert, eff, np.inf)))
+        msg = _chosen_message(method, int(cert.sum()), m, alpha, delta, n, idx, what)
+    else:
+        idx, msg = None, _infeasible_message(method, alpha, delta, n, n_split, rh)
+    return Selection(method, float(alpha), float(delta), n, idx, idx is not None, rh, bound, pv, cert, eff, msg, n_split)
+
+# %% ../nbs/06_risk.ipynb #7466e7a9
+def merge_selections(parts: list, what="risk") -> Selection:
+    "Join the Selections of consecutive chunks of one grid (each made with `split_over` = all paths) and re-pick."
+    if not parts: raise ValueError("merge_selections: nothing to merge")
+    f = parts[0]
+    cat = lambda a: None if any(getattr(p, a) is None for p in parts) else np.concatenate([getattr(p, a) for p in parts])
+    cert, eff, rh = cat("certified"), cat("efficiency"), cat("risk_hat")
+    idx = int(np.argmin(np.where(cert, eff, np.inf))) if cert.any() else None
+    if idx is not None:
+        msg = _chosen_message(f.method, int(cert.sum()), len(cert), f.alpha, f.delta, f.n, idx, what)
+    else:
+        msg = next((p.message for p in parts if not p.feasible), "")
+        msg = msg.replace(f"(lowest empirical risk on the grid {np.nanmin(parts[0].risk_hat):.4g}", f"(lowest empirical risk on the grid {np.nanmin(rh):.4g}")
+    return Selection(f.method, f.alpha, f.delta, f.n, idx, idx is not None, rh, cat("bound"), cat("pvalues"), cert, eff, msg, f.n_paths)

@@ -18,7 +18,8 @@ from scipy.special import expit
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from adalib.stopping import Controller, LowerRule, lower_exits, lower_exits_loop, signal_values  # noqa: E402
+from adalib.exits import lower_exits, lower_exits_loop, signal_values  # noqa: E402
+from adalib.stopping import Controller, LowerRule  # noqa: E402
 from adalib.traces import synthetic_traces  # noqa: E402
 
 

@@ -237,3 +237,20 @@ def test_alpha_relative_to_B():
     c = calibrate(np.zeros((3000, 2)), 1.5, 0.1, "ltt", B=2.0)
     assert c.feasible and c.index == 1
     with pytest.raises(ValueError, match="alpha must be in \\(0, 2\\)"): calibrate(L0, 2.0, B=2.0)
+
+
+# ---------- the controller base (one calibration API shape) ----------
+
+def test_risk_controller_contract():
+    from adalib.risk import RiskController
+    rc = RiskController("ltt", 0.1, 0.1)
+    with pytest.raises(RuntimeError, match="RiskController is not calibrated: call .calibrate"): rc.predict()
+    L = (np.random.default_rng(0).random((400, 8)) < np.linspace(0, 0.3, 8)).astype(float)
+    fitted = rc.calibrate(L)
+    assert rc.fitted_ is fitted and rc.predict() == calibrate(L, 0.1, 0.1, "ltt").index
+    assert fitted.feasible and isinstance(fitted.message, str)
+    assert rc.with_(delta=0.05).delta == 0.05 and rc.with_(delta=0.05).fitted_ is None
+    with pytest.raises(ValueError, match="method must be one of"): RiskController("magic")
+    with pytest.raises(ValueError, match="pvalue must be one of"): RiskController(pvalue="magic")
+    with pytest.raises(ValueError, match="alpha must be in \\(0, 2\\)"): RiskController("ltt", 2.5, B=2.0)
+    with pytest.raises(TypeError, match="delta must be a number"): RiskController("ltt", 0.1, "0.1")

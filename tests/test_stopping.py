@@ -1,4 +1,4 @@
-"""Tests for adalib.stopping: vectorised exits vs reference loops, rule semantics, two-step calibration,
+"""Tests for adalib.exits/stopping/evaluation: vectorised exits vs reference loops, rule semantics, two-step calibration,
 the Controller API, bad inputs, the infeasible result, and end-to-end risk validity over many splits."""
 import math
 import numpy as np
@@ -7,10 +7,12 @@ import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 from scipy.special import expit
 
-from adalib.stopping import (Controller, CombinedRule, LowerRule, UpperRule, Pool, budget_curve, calibrate_ensemble,
-                             combine_exits, ema, evaluate_splits, exit_losses, lower_exits, lower_exits_loop,
-                             mixture_indices, select, stability, trace_stats, upper_exits, upper_exits_loop,
-                             violation_summary)
+from adalib.exits import ema, lower_exits, lower_exits_loop, stability, upper_exits, upper_exits_loop
+from adalib.risk import calibrate, select
+from adalib.splits import mixture_indices
+from adalib.stopping import (Controller, CombinedRule, LowerRule, UpperRule, Pool, Rule, calibrate_ensemble, combine_exits,
+                             exit_losses, trace_stats)
+from adalib.evaluation import budget_curve, evaluate_splits, violation_summary
 from adalib.traces import TraceSet, synthetic_traces
 
 HSET = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -197,7 +199,7 @@ def test_bad_rules_and_signals():
         CombinedRule(UpperRule("answer_prob"), LowerRule("eot_negent"))
     with pytest.raises(ValueError, match="signal 'nope' is not in these traces; available"):
         Controller("ltt", 0.1, 0.1).calibrate(UpperRule("nope"), ts)
-    with pytest.raises(TypeError, match="rule must be an UpperRule"):
+    with pytest.raises(TypeError, match="rule must be an UpperRule, LowerRule, CombinedRule or another adalib.stopping.Rule"):
         Controller("ltt", 0.1, 0.1).calibrate("answer_prob", ts)
     with pytest.raises(ValueError, match="smoother must be one of"): UpperRule("answer_prob", smoother="median")
     with pytest.raises(ValueError, match="shifts and slopes"): LowerRule("answer_prob", shifts=[1.0, 2.0], slopes=[1.0])
@@ -289,7 +291,6 @@ def test_risk_validity_over_many_splits():
 
 def test_select_agrees_with_risk_calibrate_per_path():
     "The batched selection certifies exactly what adalib.risk.calibrate certifies path by path (δ split over paths)."
-    from adalib.risk import calibrate
     rng = np.random.default_rng(0)
     n, P, L = 150, 6, 9
     # per path, risk rises along the path (most conservative first)
@@ -314,3 +315,45 @@ def test_tokens_efficiency_with_zero_token_budget():
     rule = UpperRule("c", smoother="none", grid=[0.95, 0.5])
     f = Controller("naive", 0.5, 0.1, efficiency="tokens").calibrate(rule, p)
     assert np.isfinite(f.upper_selection.efficiency).all() and f.lambda_upper == 0.5
+
+
+def test_controller_refuses_to_predict_uncalibrated_and_keeps_its_fit():
+    ts = synthetic_traces(300, 10, seed=12, solvable_frac=0.6)
+    ctl = Controller("ltt", 0.1, 0.1, upper_loss="drop")
+    with pytest.raises(RuntimeError, match="not calibrated: call .calibrate"): ctl.exit_steps(ts)
+    with pytest.raises(RuntimeError, match="not calibrated"): ctl.predict(ts)
+    f = ctl.calibrate(UpperRule("answer_prob").resolve(ts), ts)
+    assert ctl.fitted_ is f and ctl.predict(ts).equals(f.exit_steps(ts))
+    assert ctl.with_(alpha=0.2).fitted_ is None and ctl.with_(alpha=0.2).alpha_lower == 0.2
+
+
+class EveryKth(Rule):
+    "A new rule written here only: exit at checkpoint k (grid: k, largest first); it reads no signal."
+    kind, signal = "upper", "none"
+    def __init__(self, steps): self.steps = tuple(steps)
+    resolved = True
+    m = property(lambda self: len(self.steps))
+    def resolve(self, traces): return self
+    def value(self, j): return float(self.steps[j])
+    def describe(self, j): return {"step": self.steps[j]}
+    def values(self, P): return None
+    def exits(self, x, tokens, lengths, values=None):
+        k = np.asarray(self.steps if values is None else values, int)[:, None]
+        return np.where(k < np.asarray(lengths)[None], k, np.asarray(lengths)[None])
+
+
+def test_a_new_rule_needs_no_controller_change():
+    "The rule protocol: a class defined in a test calibrates, applies and evaluates through the unchanged Controller and Pool."
+    ts = synthetic_traces(400, 12, seed=13, solvable_frac=0.6)
+    rule = EveryKth(range(11, -1, -1))
+    ctl = Controller("ltt", 0.1, 0.1, upper_loss="drop")
+    f = ctl.calibrate(rule, ts)
+    assert f.feasible and f.lambda_upper is not None
+    ex = f.exit_steps(ts)
+    assert (ex["step"] == np.minimum(int(f.lambda_upper), ex["length"] - 1)).all()
+    df = evaluate_splits(ctl, {"k": rule}, ts, n_splits=5, seed=0)
+    assert len(df) == 5 and df["feasible"].all()
+    # the token-budget rule certified by LTT: its accuracy drop on the same traces is the budget curve's
+    bc = budget_curve(ts)
+    k = int(f.lambda_upper)
+    assert np.isclose(ctl.evaluate(f, ts)["accuracy"], bc["accuracy"].iloc[k])
