@@ -13,7 +13,8 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache
 from .calibration import _as_scores
 from .models import char_tokenizer, toy_lm
-from .risk import METHODS, PVALUES, _check_level, calibrate
+from .risk import RiskController, calibrate
+from .splits import n_first, split_stream
 from .tasks import extract_answer, get_family
 
 # %% auto #0
@@ -21,7 +22,7 @@ __all__ = ['toy_pair', 'check_shared_tokenizer', 'entropy_nats', 'EADResult', 'e
            'ead_generate', 'ead_sweep', 'rolling_entropy', 'ead_curve', 'generate_answers', 'cascade_table',
            'accuracy_curve', 'pgr_of', 'routing_curve', 'monotone_curve', 'apgr', 'cpt', 'oracle_scores',
            'random_router', 'random_router_summary', 'routing_metrics', 'curve_frame', 'quantile_threshold', 'route',
-           'tau_grid', 'cascade_losses', 'CascadeController', 'evaluate_cascade_risk']
+           'tau_grid', 'cascade_losses', 'CascadeController', 'evaluate_cascade_risk', 'evaluate_quantile_thresholds']
 
 # %% ../nbs/09_cascade.ipynb #89936bca
 def toy_pair(seed=0, small_width=32, large_width=64, layers=(2, 3)):
@@ -436,8 +437,8 @@ def cascade_losses(scores, small_correct, large_correct, taus) -> np.ndarray:
     return np.where(esc, ~lc[:, None], ~sc[:, None]).astype(float)
 
 # %% ../nbs/09_cascade.ipynb #869ab023
-class CascadeController:
-    "Risk-controlled threshold τ of a small→large cascade (escalate when score < τ), calibrated with `adalib.risk.calibrate`."
+class CascadeController(RiskController):
+    "Risk-controlled threshold τ of a small→large cascade (escalate when score < τ): a `risk.RiskController`."
     def __init__(self,
                  method: str = "ltt",     # a risk-control method of `adalib.risk.METHODS`
                  alpha: float = 0.1,      # target error of the cascade's returned answers, in (0, B)
@@ -447,20 +448,16 @@ class CascadeController:
                  B: float = 1.0,          # loss bound (the 0/1 error has B = 1)
                  grid_size: int = 100,    # candidate τ: this many calibration-score quantiles (see `tau_grid`)
                  taus=None):              # or an explicit candidate grid, most conservative (+inf) first
-        if method not in METHODS: raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-        if pvalue not in PVALUES: raise ValueError(f"pvalue must be one of {tuple(PVALUES)}, got {pvalue!r}")
-        if isinstance(B, bool) or not isinstance(B, (int, float, np.integer, np.floating)) or not B > 0:
-            raise ValueError(f"B (loss bound) must be a positive number, got {B!r}")
-        _check_level(name="alpha", v=alpha, hi=B); _check_level(name="delta", v=delta)
+        super().__init__(method, alpha, delta, pvalue=pvalue, B=B)
         if not isinstance(grid_size, (int, np.integer)) or grid_size < 1: raise ValueError(f"grid_size must be a positive int, got {grid_size!r}")
-        self.method, self.alpha, self.delta, self.pvalue, self.B, self.grid_size = method, alpha, delta, pvalue, B, grid_size
-        self.taus = None if taus is None else np.asarray(taus, float)
+        self.grid_size, self.taus = grid_size, None if taus is None else np.asarray(taus, float)
         self.tau = self.feasible = self.message = self.escalation_rate_cal = self.calibration = None
+    def _params(self) -> dict: return {**super()._params(), "grid_size": self.grid_size, "taus": self.taus}
     def __repr__(self):
         fit = f", tau={self.tau:g}, feasible={self.feasible}" if self.is_calibrated else ", uncalibrated"
         return f"CascadeController(method={self.method!r}, alpha={self.alpha:g}, delta={self.delta:g}{fit})"
     @property
-    def is_calibrated(self) -> bool: return self.calibration is not None
+    def is_calibrated(self) -> bool: return self.fitted_ is not None
 
     def calibrate(self, scores, small_correct, large_correct) -> "CascadeController":
         "Certify τ on labelled calibration queries; returns the fitted controller (`tau`, `feasible`, `message`)."
@@ -472,11 +469,12 @@ class CascadeController:
         self.tau = float(taus[cal.index]) if self.feasible else math.inf
         self.message, self.calibration = cal.message, cal
         self.escalation_rate_cal = float(route(s, self.tau).mean())
+        self.fitted_ = cal
         return self
 
     def predict(self, scores) -> np.ndarray:
         "Escalate (True) when score < τ; needs `calibrate` first."
-        if not self.is_calibrated: raise RuntimeError("CascadeController is not calibrated; call .calibrate(scores, small_correct, large_correct) first")
+        self.check_calibrated()
         return route(scores, self.tau)
 
 # %% ../nbs/09_cascade.ipynb #8ede2d1a
@@ -488,18 +486,29 @@ def evaluate_cascade_risk(scores, small_correct, large_correct, alphas, delta: f
     test_error > alpha)."""
     sc, lc = _as_bool(small_correct, "small_correct"), _as_bool(large_correct, "large_correct")
     s = _as_scores(scores, "score", n=len(sc), finite=False)
-    if not 0 < cal_frac < 1: raise ValueError(f"cal_frac must be in (0, 1), got {cal_frac}")
-    n = len(s); n_cal = int(round(cal_frac * n))
-    if n_cal < 1 or n_cal >= n: raise ValueError(f"cal_frac={cal_frac} leaves an empty calibration or test set (n={n})")
+    n = len(s); n_cal = n_first(n, cal_frac)
     ctrl = [(float(a), CascadeController(method, float(a), delta, pvalue=pvalue, grid_size=grid_size)) for a in alphas]
-    rng = np.random.default_rng(seed)
     rows = []
-    # TODO(splits): the lead rewires this permutation loop to adalib.splits (same rng stream)
-    for k in tqdm(range(n_splits), desc="cascade splits", leave=False):
-        perm = rng.permutation(n); ci, ti = perm[:n_cal], perm[n_cal:]
+    for k, (ci, ti) in enumerate(tqdm(split_stream(n, n_cal, n_splits, seed), total=n_splits, desc="cascade splits", leave=False)):
         for a, cc in ctrl:
             esc = cc.calibrate(s[ci], sc[ci], lc[ci]).predict(s[ti])
             err = float(np.where(esc, ~lc[ti], ~sc[ti]).mean())
             rows.append({"split": k, "alpha": a, "tau": cc.tau, "feasible": cc.feasible, "test_error": err,
                          "test_escalation_rate": float(esc.mean()), "violated": bool(cc.feasible and err > a)})
     return pd.DataFrame(rows)
+
+# %% ../nbs/09_cascade.ipynb #391a96d9
+def evaluate_quantile_thresholds(scores, small_correct, large_correct, rates, n_splits: int = 200,
+                                 cal_frac: float = 0.5, seed: int = 0) -> pd.DataFrame:
+    """Per target escalation rate: mean and sd of the realized test escalation rate, and the mean test
+    accuracy, of the quantile-calibrated cascade over `n_splits` seeded splits (`splits.split_stream`)."""
+    sc, lc = _as_bool(small_correct, "small_correct"), _as_bool(large_correct, "large_correct")
+    s = _as_scores(scores, "score", n=len(sc), finite=False)
+    rows = []
+    for ci, ti in split_stream(len(s), n_first(len(s), cal_frac), n_splits, seed):
+        for q in rates:
+            esc = route(s[ti], quantile_threshold(s[ci], q))
+            rows.append({"target_rate": q, "test_rate": esc.mean(), "test_accuracy": np.where(esc, lc[ti], sc[ti]).mean()})
+    return (pd.DataFrame(rows).groupby("target_rate")
+            .agg(test_rate_mean=("test_rate", "mean"), test_rate_sd=("test_rate", "std"), test_accuracy_mean=("test_accuracy", "mean"))
+            .reset_index())

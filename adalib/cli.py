@@ -10,13 +10,14 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 from .traces import TraceSet, SIG
-from . import stopping as _stopping   # the one import of the stopping API; see the adapter below
+from .risk import METHODS, Selection, _check_level
+from .stopping import CombinedRule, Controller, FittedRule, LowerRule, UpperRule
 
 # %% auto #0
-__all__ = ['USER_ERRORS', 'LOG_SUFFIXES', 'METHODS', 'RULES', 'STOPPING', 'FORMAT', 'UserError', 'one_line', 'load_traces',
-           'check_level', 'min_traces', 'check_signal', 'check_request', 'make_rule', 'fit', 'exits', 'fitted_to_dict',
-           'fitted_from_dict', 'save_fitted', 'load_fitted', 'accuracy_vs_budget', 'inspect_text', 'calibrate_text',
-           'exits_text', 'cmd_inspect', 'cmd_calibrate', 'cmd_apply', 'parser', 'main']
+__all__ = ['USER_ERRORS', 'LOG_SUFFIXES', 'RULES', 'FORMAT', 'UserError', 'one_line', 'read_traces', 'check_level', 'min_traces',
+           'check_signal', 'check_request', 'make_rule', 'fit', 'exits', 'fitted_to_dict', 'fitted_from_dict',
+           'save_fitted', 'load_fitted', 'accuracy_vs_budget', 'inspect_text', 'calibrate_text', 'exits_text',
+           'cmd_inspect', 'cmd_calibrate', 'cmd_apply', 'parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #13ac06a2
 class UserError(ValueError):
@@ -32,7 +33,7 @@ def one_line(e: BaseException) -> str:
 # %% ../nbs/14_cli.ipynb #289b74a8
 LOG_SUFFIXES = (".json", ".jsonl", ".ndjson")
 
-def load_traces(path, progress=False) -> TraceSet:
+def read_traces(path, progress=False) -> TraceSet:
     "TraceSet from a Parquet shard, a folder of shards, or a JSON log (any reference layout)."
     p = Path(path)
     if not p.exists(): raise UserError(f"TRACES {str(p)!r}: no such file or folder; give a .parquet shard, a folder of shards, or a .json/.jsonl log")
@@ -42,18 +43,17 @@ def load_traces(path, progress=False) -> TraceSet:
     raise UserError(f"{p}: unknown trace file type {p.suffix!r}; give a .parquet shard, a folder of shards, or a .json/.jsonl log")
 
 # %% ../nbs/14_cli.ipynb #de183563
-METHODS = ("ltt", "ucb", "crc", "naive")
 RULES = ("upper", "lower", "combined")
 
 def check_level(v, name: str) -> float:
-    "A level in (0, 1), or a UserError naming the option and the fix."
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating, np.integer)) or not (0 < float(v) < 1):
-        raise UserError(f"{name} must be a number in (0, 1) (exclusive), got {v!r}; give a fraction such as 0.1")
-    return float(v)
+    "A level in (0, 1) through `risk._check_level`, as a UserError that names the option and the fix."
+    try: return _check_level(name, v)
+    except (TypeError, ValueError):
+        raise UserError(f"{name} must be a number in (0, 1) (exclusive), got {v!r}; give a fraction such as 0.1") from None
 
 def min_traces(method: str, alpha: float, delta: float) -> int:
     "Fewest calibration traces with which `method` can certify risk <= alpha at level delta (0: no limit)."
-    if method == "ltt": return math.ceil(math.log(delta) / math.log(1 - alpha))
+    if method in ("ltt", "bonferroni", "holm"): return math.ceil(math.log(delta) / math.log(1 - alpha))
     if method == "ucb": return math.ceil(math.log(1 / delta) / (2 * alpha ** 2))
     return 0
 
@@ -87,19 +87,17 @@ def check_request(ts: TraceSet, signal: str, method: str, alpha: float, delta: f
 def make_rule(rule: str, signal: str):
     "An UpperRule, LowerRule or CombinedRule on `signal` with default grids (filled from the calibration traces)."
     if rule not in RULES: raise UserError(f"--rule must be one of {list(RULES)}, got {rule!r}")
-    up, lo = (lambda: _stopping.UpperRule(signal)), (lambda: _stopping.LowerRule(signal))
-    return {"upper": up, "lower": lo, "combined": lambda: _stopping.CombinedRule(up(), lo())}[rule]()
+    if rule == "upper": return UpperRule(signal)
+    if rule == "lower": return LowerRule(signal)
+    return CombinedRule(UpperRule(signal), LowerRule(signal))
 
 def fit(ts: TraceSet, rule: str, signal: str, method: str, alpha: float, delta: float, alpha_lower=None):
     "Calibrate `rule` on `ts`: Controller(method, alpha, delta, alpha_lower=...).calibrate(rule, ts) -> FittedRule."
-    return _stopping.Controller(method, alpha, delta, alpha_lower=alpha_lower).calibrate(make_rule(rule, signal), ts)
+    return Controller(method, alpha, delta, alpha_lower=alpha_lower).calibrate(make_rule(rule, signal), ts)
 
 def exits(fitted, ts: TraceSet) -> pd.DataFrame:
     "One row per trace: trace_id, step, kind, tokens, correct, solvable, length."
     return fitted.exit_steps(ts)
-
-STOPPING = dict(UpperRule=lambda: _stopping.UpperRule, LowerRule=lambda: _stopping.LowerRule, CombinedRule=lambda: _stopping.CombinedRule,
-                FittedRule=lambda: _stopping.FittedRule, Controller=lambda: _stopping.Controller, Selection=lambda: _stopping.Selection)
 
 # %% ../nbs/14_cli.ipynb #b508fdfa
 FORMAT = "adalib.fitted_rule/1"
@@ -132,27 +130,27 @@ def _np(v, dtype=float): return None if v is None else np.array([np.nan if x is 
 
 def _rule_from(d: dict):
     d = dict(d); kind = d.pop("kind")
-    if kind == "combined": return STOPPING["CombinedRule"]()(_rule_from(d["upper"]), _rule_from(d["lower"]))
+    if kind == "combined": return CombinedRule(_rule_from(d["upper"]), _rule_from(d["lower"]))
     for k in ("grid", "lows", "shifts", "slopes"):
         if k in d: d[k] = _np(d[k])
     for k in ("shift_fracs", "slope_scales"):
         if k in d: d[k] = tuple(d[k])
-    return STOPPING["UpperRule" if kind == "upper" else "LowerRule"]()(**d)
+    return (UpperRule if kind == "upper" else LowerRule)(**d)
 
 def _sel_from(d):
     if d is None: return None
     d = dict(d)
     for k in ("risk_hat", "bound", "pvalues", "efficiency"): d[k] = _np(d[k])
     d["certified"] = _np(d["certified"], bool)
-    return STOPPING["Selection"]()(**d)
+    return Selection(**d)
 
 def fitted_from_dict(d: dict, source: str = "<dict>"):
     "Rebuild a FittedRule from `fitted_to_dict`'s output; a UserError names what is missing."
     if not isinstance(d, dict) or d.get("format") != FORMAT:
         raise UserError(f"{source}: not a fitted rule (format {d.get('format') if isinstance(d, dict) else type(d).__name__!r}, expected {FORMAT!r}); create one with `adalib calibrate ... --out fitted.json`")
     try:
-        ctrl = STOPPING["Controller"]()(**{k: d["controller"][k] for k in _CTRL})
-        return STOPPING["FittedRule"]()(_rule_from(d["rule"]), ctrl, d["lambda_upper"], d["lower_params"],
+        ctrl = Controller(**{k: d["controller"][k] for k in _CTRL})
+        return FittedRule(_rule_from(d["rule"]), ctrl, d["lambda_upper"], d["lower_params"],
                                         _sel_from(d["upper_selection"]), _sel_from(d["lower_selection"]), d.get("grid_source", "given"))
     except (KeyError, TypeError) as e:
         raise UserError(f"{source}: fitted rule is incomplete or from another version ({type(e).__name__}: {one_line(e)}); re-create it with `adalib calibrate ... --out fitted.json`") from None
@@ -218,11 +216,11 @@ def exits_text(ex: pd.DataFrame, ts: TraceSet) -> str:
 
 # %% ../nbs/14_cli.ipynb #1511f2fd
 def cmd_inspect(a) -> int:
-    print(inspect_text(load_traces(a.traces, progress=True))); return 0
+    print(inspect_text(read_traces(a.traces, progress=True))); return 0
 
 def cmd_calibrate(a) -> int:
     with tqdm(total=3, desc="calibrate", unit="step", leave=False) as steps:   # closed (line cleared) before any error is printed
-        ts = load_traces(a.traces, progress=True); steps.update()
+        ts = read_traces(a.traces, progress=True); steps.update()
         sig = check_request(ts, a.signal, a.method, a.alpha, a.delta, a.alpha_lower if a.rule != "upper" else None)
         _guard_out(a.out, [a.traces])
         f = fit(ts, a.rule, sig, a.method, a.alpha, a.delta, a.alpha_lower); steps.update()
@@ -234,7 +232,7 @@ def cmd_calibrate(a) -> int:
 
 def cmd_apply(a) -> int:
     f = load_fitted(a.fitted)
-    ts = load_traces(a.traces, progress=True)
+    ts = read_traces(a.traces, progress=True)
     check_signal(ts, f.rule.signal)
     _guard_out(a.out, [a.traces, a.fitted])
     ex = exits(f, ts)

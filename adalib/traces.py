@@ -12,6 +12,7 @@ from tqdm.auto import tqdm
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from .splits import seeded_split
 
 # %% auto #0
 __all__ = ['REQUIRED', 'SIG', 'META_KEY', 'TMP_MARK', 'SOLVABLE_SOURCES', 'validate_frame', 'Padded', 'TraceSet', 'hidden_path',
@@ -314,12 +315,9 @@ class TraceSet:
         return self.subset(self.trace_ids[m])
 
     def split(self, cal_frac: float, seed: int) -> tuple["TraceSet", "TraceSet"]:
-        "Seeded calibration/test split by trace: round(cal_frac*n) traces to calibration, the rest to test."
-        if not (0 < cal_frac < 1): raise ValueError(f"split: cal_frac must be in (0, 1), got {cal_frac}")
-        n_cal = int(round(cal_frac * self.n))
-        if n_cal < 1 or n_cal >= self.n: raise ValueError(f"split: cal_frac={cal_frac} of n={self.n} traces leaves an empty side; use more traces or another cal_frac")
-        perm = np.random.default_rng(seed).permutation(self.n)
-        return self.subset(self.trace_ids[perm[:n_cal]]), self.subset(self.trace_ids[perm[n_cal:]])
+        "Seeded calibration/test split by trace: round(cal_frac*n) traces to calibration, the rest to test (`splits.seeded_split`)."
+        ci, ti = seeded_split(self.n, cal_frac, seed)
+        return self.subset(self.trace_ids[ci]), self.subset(self.trace_ids[ti])
 
     def add_signal(self, name: str, values) -> "TraceSet":
         """Add (or replace) `sig_<name>`. `values` is aligned with `df` rows (len(df),) or is an (n, T)

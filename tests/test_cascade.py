@@ -364,7 +364,7 @@ def test_cascade_controller_shape():
     score, small, large = synth(400, seed=4)
     ctrl = cs.CascadeController("ltt", alpha=0.2, delta=0.1)
     assert not ctrl.is_calibrated and "uncalibrated" in repr(ctrl)
-    with pytest.raises(RuntimeError, match="not calibrated; call .calibrate"): ctrl.predict(score)
+    with pytest.raises(RuntimeError, match="not calibrated: call .calibrate"): ctrl.predict(score)
     fitted = ctrl.calibrate(score, small, large)
     assert fitted is ctrl and fitted.is_calibrated and isinstance(fitted.message, str)
     assert (fitted.predict(score) == (score < fitted.tau)).all()

@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from adalib.cli import main, load_fitted, load_traces, check_request, UserError
+from adalib.cli import main, load_fitted, read_traces, check_request, UserError
 from adalib.traces import TraceSet, synthetic_traces
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,7 +164,7 @@ def test_bad_input(case, tmp_path, capsys):
 def test_bad_input_public_api(case, tmp_path):
     "The same checks through the Python API raise a ValueError (UserError) with the same message."
     argv, msg, _ = make_bad(case, tmp_path)
-    ts = load_traces(argv[1])
+    ts = read_traces(argv[1])
     opt = dict(zip(argv[2::2], argv[3::2]))
     with pytest.raises(UserError, match=msg.replace("(", r"\(").replace(")", r"\)")):
         check_request(ts, opt["--signal"], "ltt", float(opt["--alpha"]), float(opt.get("--delta", 0.1)))
