@@ -4,7 +4,8 @@ import json, os, subprocess, sys, textwrap
 from pathlib import Path
 import nbformat
 import pytest
-from adalib.studies import list_studies, repo_root, run_study, write_manifest, StudyFailed
+from adalib.io import repo_root
+from adalib.studies import list_studies, run_study, write_manifest, StudyFailed
 
 ROOT = repo_root()
 ALL_STUDIES = list_studies(ROOT)
