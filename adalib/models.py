@@ -105,6 +105,7 @@ def _finish(model, tok, name, kind=None, meta=None, source=""):
     model = model.to(torch.float32).eval()
     return LM(model, tok, meta.get("name", name), kind, **fmt, source=str(source))
 
+# %% ../nbs/01_models.ipynb #eea6d7d2
 def load_model(name_or_path, name=None, kind=None) -> LM:
     """Load an HF model id, a local folder (safetensors or one GGUF) or a `.gguf` file as an `LM`.
     Pickle weights are refused. Errors name the missing path or the bad file."""
@@ -151,6 +152,7 @@ def load_model(name_or_path, name=None, kind=None) -> LM:
                          f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}; only safetensors are accepted): {e}") from None
     return _finish(model, tok, name or s, kind)
 
+# %% ../nbs/01_models.ipynb #80d06a14
 def _load_gguf(folder: Path, fname: str, name, kind=None) -> LM:
     "Load a GGUF file through transformers' `gguf_file=` (dequantised to float32)."
     try:
@@ -343,6 +345,7 @@ def greedy_batch(lm, seqs, max_new_tokens, stop_ids, batch_size=64, desc=None, p
             out[i] = new[:cut]; stopped[i] = cut < len(new)
     return (out, stopped) if return_stopped else out
 
+# %% ../nbs/01_models.ipynb #c1891d74
 def _stop_ids(lm, text):
     ids = [lm.tokenizer.eos_token_id]
     extra = getattr(lm.model.generation_config, "eos_token_id", None)
@@ -359,6 +362,7 @@ def _cut_at_label(lm, r, label="Final answer"):
     k = next(k for k in range(1, len(r) + 1) if label in lm.tokenizer.decode(r[:k]))
     return r[:k - 1] if not lm.tokenizer.decode(r[:k - 1]).endswith("\n") else r[:k - 1]
 
+# %% ../nbs/01_models.ipynb #148b21c2
 def forced_answer_eval(lm, problems, budgets, style="cot", batch_size=64, max_answer_tokens=24,
                        desc=None, progress=True) -> pd.DataFrame:
     """Accuracy at reasoning budgets by forced answers (see above). Returns one row per (problem, budget):
