@@ -6,8 +6,8 @@
 from __future__ import annotations
 import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-import json, math, time, warnings
-from dataclasses import dataclass, field, asdict
+import copy, dataclasses, json, shutil, tempfile, warnings
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 import numpy as np
@@ -15,14 +15,17 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 import transformers
+from safetensors import safe_open
+from tokenizers import AddedToken, Regex, Tokenizer, decoders, pre_tokenizers, processors
+from tokenizers import models as tk_models
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-from .tasks import Problem, chat_prompt, extract_answer, get_family
+from .io import find_data, sha256_file
+from .tasks import Problem, chat_prompt, get_family
 
 # %% auto #0
 __all__ = ['KINDS', 'PICKLE_SUFFIXES', 'LM_META', 'SMOLLM2_GGUF', 'SPECIALS', 'MARKERS', 'CHARS', 'TINY_SIZES', 'LM',
            'load_model', 'smollm2_path', 'load_smollm2', 'char_tokenizer', 'tiny_config', 'new_tiny_reasoner', 'toy_lm',
-           'save_lm', 'load_tiny_reasoner', 'cache_dir', 'cached_lm', 'encode_example', 'encode_examples',
-           'validation_accuracy', 'train_tiny_reasoner', 'greedy_batch', 'forced_answer_eval']
+           'save_lm', 'load_tiny_reasoner', 'cache_dir', 'cached_lm', 'greedy_batch', 'forced_answer_eval']
 
 # %% ../nbs/01_models.ipynb #005e3818
 KINDS = ("tiny", "chat", "plain")
@@ -70,7 +73,6 @@ LM_META = "adalib_lm.json"
 
 def _check_safetensors(path: Path):
     "Read the header and check that the data region matches the file size; raise naming the file."
-    from safetensors import safe_open
     try:
         size = path.stat().st_size
         if size < 8: raise ValueError(f"file has {size} bytes, shorter than the 8-byte header length")
@@ -103,6 +105,7 @@ def _finish(model, tok, name, kind=None, meta=None, source=""):
     model = model.to(torch.float32).eval()
     return LM(model, tok, meta.get("name", name), kind, **fmt, source=str(source))
 
+# %% ../nbs/01_models.ipynb #eea6d7d2
 def load_model(name_or_path, name=None, kind=None) -> LM:
     """Load an HF model id, a local folder (safetensors or one GGUF) or a `.gguf` file as an `LM`.
     Pickle weights are refused. Errors name the missing path or the bad file."""
@@ -149,10 +152,10 @@ def load_model(name_or_path, name=None, kind=None) -> LM:
                          f"(HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE')}; only safetensors are accepted): {e}") from None
     return _finish(model, tok, name or s, kind)
 
+# %% ../nbs/01_models.ipynb #80d06a14
 def _load_gguf(folder: Path, fname: str, name, kind=None) -> LM:
     "Load a GGUF file through transformers' `gguf_file=` (dequantised to float32)."
     try:
-        from transformers.utils import logging as hf_logging
         tok = AutoTokenizer.from_pretrained(str(folder), gguf_file=fname)
         model = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=fname, dtype=torch.float32)
     except Exception as e:
@@ -179,7 +182,6 @@ def load_smollm2(cache=True) -> LM:
     p = smollm2_path()
     build = lambda: _load_gguf(p.parent, p.name, "smollm2-135m", kind="chat")
     if not cache: return build()
-    from adalib.plots import sha256_file
     key = f"smollm2-135m-{sha256_file(p)[:16]}-transformers{transformers.__version__}"
     return cached_lm(key, build, source=p)
 
@@ -190,9 +192,8 @@ CHARS = [chr(i) for i in range(32, 127)] + ["\n"]
 
 def char_tokenizer() -> PreTrainedTokenizerFast:
     "The TinyReasoner character tokenizer (same ids every time)."
-    from tokenizers import Tokenizer, AddedToken, Regex, models, pre_tokenizers, decoders, processors
     vocab = {t: i for i, t in enumerate(SPECIALS + MARKERS + CHARS)}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tk = Tokenizer(tk_models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tk.decoder = decoders.Fuse()
     tk.add_special_tokens(SPECIALS)
@@ -254,7 +255,6 @@ def save_lm(lm: LM, folder, **meta) -> Path:
 def load_tiny_reasoner(path=None, size="tiny-reasoner", data_dir=None) -> LM:
     "A trained TinyReasoner; default: `find_data('models/<size>', data_dir)` (see data/README.md)."
     if path is None:
-        from adalib.studies import find_data
         path = find_data(f"models/{size}", data_dir)
     lm = load_model(path)
     if lm.kind != "tiny": raise ValueError(f"{path} is not a TinyReasoner checkpoint (kind={lm.kind!r} in {LM_META})")
@@ -268,7 +268,6 @@ def cache_dir() -> Path:
 def _serializable(lm: LM) -> LM:
     """`lm`, or a copy whose model has no quantizer attached: a GGUF load is dequantised to float32 but
     keeps transformers' GGUF quantizer, which makes `save_pretrained` refuse to write it."""
-    import copy, dataclasses
     m = lm.model
     if getattr(m, "hf_quantizer", None) is None: return lm
     cfg = copy.deepcopy(m.config)
@@ -279,20 +278,8 @@ def _serializable(lm: LM) -> LM:
     plain.generation_config = copy.deepcopy(m.generation_config)
     return dataclasses.replace(lm, model=plain.eval())
 
-def cached_lm(key: str, build, source=None) -> LM:
-    "Load the `LM` cached under `key`, or `build()` it and cache it (safetensors, atomic rename)."
-    import shutil, tempfile
-    if not key or "/" in key or key.startswith("."): raise ValueError(f"bad cache key {key!r}")
-    folder = cache_dir() / "models" / key
-    if (folder / LM_META).exists():
-        try:
-            lm = load_model(folder)
-            if source is not None: lm.source = str(source)
-            return lm
-        except Exception as e:
-            warnings.warn(f"the model cache {folder} does not load ({e}); removing and rebuilding it")
-            shutil.rmtree(folder, ignore_errors=True)
-    lm = build()
+def _write_cache(lm: LM, folder: Path, key: str, source=None) -> bool:
+    "Save `lm` as cache entry `folder` (temporary folder + atomic rename); False, with a warning, if impossible."
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
@@ -303,134 +290,31 @@ def cached_lm(key: str, build, source=None) -> LM:
             shutil.rmtree(tmp, ignore_errors=True)
     except OSError as e:
         if not (folder / LM_META).exists():
-            warnings.warn(f"could not write the model cache {folder} ({e}); continuing without it")
+            warnings.warn(f"could not write the model cache {folder} ({e}); continuing without it "
+                          "(single-row forwards may then differ in the last bits from a cached load)")
+            return False
+    return True
+
+def _load_cached(folder: Path, source=None) -> LM:
+    lm = load_model(folder)
     if source is not None: lm.source = str(source)
     return lm
 
-# %% ../nbs/01_models.ipynb #adba6a6a
-def encode_example(tok, problem):
-    "(token ids, number of prompt tokens) of one TinyReasoner training example, EOS included."
-    prompt = tok(f"Q: {problem.question}\n<think>")["input_ids"]
-    rest = tok(f"{problem.cot}</think> A: {problem.gold}\n", add_special_tokens=False)["input_ids"]
-    return prompt + rest + [tok.eos_token_id], len(prompt)
-
-def encode_examples(tok, problems) -> list[tuple[list[int], int]]:
-    "`encode_example` for many problems at once (one batched tokenizer call each for prompts and the rest)."
-    problems = list(problems)
-    if not problems: return []
-    prompts = tok([f"Q: {p.question}\n<think>" for p in problems])["input_ids"]
-    rests = tok([f"{p.cot}</think> A: {p.gold}\n" for p in problems], add_special_tokens=False)["input_ids"]
-    return [(list(a) + list(b) + [tok.eos_token_id], len(a)) for a, b in zip(prompts, rests)]
-
-def _batch(examples, pad_id):
-    L = max(len(ids) for ids, _ in examples)
-    x = torch.full((len(examples), L), pad_id, dtype=torch.long)
-    y = torch.full((len(examples), L), -100, dtype=torch.long)
-    m = torch.zeros((len(examples), L), dtype=torch.long)
-    for i, (ids, n_prompt) in enumerate(examples):
-        t = torch.tensor(ids); x[i, :len(ids)] = t; m[i, :len(ids)] = 1
-        y[i, n_prompt:len(ids)] = t[n_prompt:]
-    return x, m, y
-
-def _length_grouped(examples, batch_size, g, group=4):
-    "`group` batches drawn at random together, sorted by length (less padding), in random order."
-    idx = torch.randint(len(examples), (batch_size * group,), generator=g).tolist()
-    idx.sort(key=lambda i: len(examples[i][0]))
-    batches = [idx[k * batch_size:(k + 1) * batch_size] for k in range(group)]
-    return [batches[k] for k in torch.randperm(group, generator=g).tolist()]
-
-def _ema_avg(decay):
-    "`AveragedModel` avg_fn: an EMA whose decay ramps up as (1+n)/(10+n), so the initial weights fade out fast."
-    def avg(averaged, current, n):
-        d = min(float(decay), (1 + float(n)) / (10 + float(n)))
-        return d * averaged + (1 - d) * current
-    return avg
-
-def validation_accuracy(lm, problems, budget=192, max_answer_tokens=16, batch_size=64) -> pd.DataFrame:
-    "Greedy full-reasoning accuracy of `lm` per family and difficulty: columns family, difficulty, accuracy, n."
-    df = forced_answer_eval(lm, problems, [budget], batch_size=batch_size, max_answer_tokens=max_answer_tokens, progress=False)
-    return df.groupby(["family", "difficulty"]).correct.agg(accuracy="mean", n="size").reset_index()
-
-def _val_key(acc):
-    "Checkpoint score: worst cell first (the target is every trained level), then the mean over cells."
-    return (round(float(acc.accuracy.min()), 9), round(float(acc.accuracy.mean()), 9))
-
-def train_tiny_reasoner(size, problems, steps, seed=0, batch_size=32, lr=5e-3, warmup=None, weight_decay=0.01,
-                        max_positions=512, desc=None, progress=True, attn="eager", ema_decay=None,
-                        val_problems=None, eval_every=500, eval_from=0, val_budget=192):
-    """Train a TinyReasoner of `size` (a `TINY_SIZES` key or Llama dims) for `steps` steps on `problems`.
-    Returns `(lm, history)` where `history` has columns step, loss, lr, tokens (loss tokens in the batch).
-
-    - `attn`: the attention implementation used while training (eager ran 1.2x faster than SDPA per
-      step on 2 CPU cores at these sizes); the returned model is set back to transformers' default.
-    - `ema_decay`: also keep an exponential moving average of the weights (torch's `AveragedModel`);
-      without validation problems the EMA weights are returned.
-    - `val_problems`: every `eval_every` steps from step `eval_from` on, and after the last one, score
-      the current weights (and
-      the EMA) by `validation_accuracy` and return the best candidate: highest worst-cell accuracy,
-      then highest mean (later steps win ties). `history.attrs["validation"]` holds every score as
-      records (step, weights = "raw" or "ema", family, difficulty, accuracy, n, selected; pass them
-      to `pd.DataFrame`) and `history.attrs["selected"]` the chosen step and weights. Plain records,
-      because pandas compares attrs when it combines frames and a frame there makes that ambiguous. Keep validation problems disjoint
-      from the evaluation set, or the selection leaks into the reported accuracy."""
-    if not problems: raise ValueError("problems is empty: pass the training problems (e.g. tasks.make_grid(..., 'trained'))")
-    if not isinstance(steps, (int, np.integer)) or steps < 1: raise ValueError(f"steps must be a positive int, got {steps!r}")
-    if batch_size < 1: raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if ema_decay is not None and not 0 <= float(ema_decay) < 1: raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay!r}")
-    if val_problems is not None:
-        val_problems = list(val_problems)
-        if not val_problems: raise ValueError("val_problems is empty: pass None to train without checkpoint selection")
-        if not isinstance(eval_every, (int, np.integer)) or eval_every < 1:
-            raise ValueError(f"eval_every must be a positive int, got {eval_every!r}")
-    lm = new_tiny_reasoner(size, seed=seed, max_positions=max_positions)
-    tok, model = lm.tokenizer, lm.model
-    examples = encode_examples(tok, problems)
-    too_long = [p.id for p, (ids, _) in zip(problems, examples) if len(ids) > max_positions]
-    if too_long: raise ValueError(f"{len(too_long)} problems exceed max_positions={max_positions} tokens (first: {too_long[0]}); "
-                                  "raise max_positions or drop them")
-    warmup = max(1, steps // 20) if warmup is None else warmup
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) *
-                                              0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
-    g = torch.Generator().manual_seed(seed)
-    default_attn = model.config._attn_implementation
-    if attn: model.config._attn_implementation = attn
-    ema = None if ema_decay is None else torch.optim.swa_utils.AveragedModel(model, avg_fn=_ema_avg(ema_decay), use_buffers=False)
-    val_rows, best = [], None
-    def validate(step):
-        nonlocal best
-        cands = [("raw", model)] + ([("ema", ema.module)] if ema is not None else [])
-        for which, m in cands:
-            m.eval()
-            acc = validation_accuracy(LM(m, tok, lm.name, "tiny", **_FORMAT["tiny"]), val_problems, val_budget)
-            val_rows.append(acc.assign(step=step, weights=which))
-            if best is None or _val_key(acc) >= best[0]:
-                best = (_val_key(acc), step, which, {k: v.detach().clone() for k, v in m.state_dict().items()})
-        model.train()
-    model.train(); rows = []; queue = []
-    for step in tqdm(range(steps), desc=desc or f"train {lm.name}", disable=not progress, mininterval=2):
-        if not queue: queue = _length_grouped(examples, batch_size, g)
-        x, m, y = _batch([examples[i] for i in queue.pop()], tok.pad_token_id)
-        loss = model(input_ids=x, attention_mask=m, labels=y).loss
-        opt.zero_grad(set_to_none=True); loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        rows.append({"step": step, "loss": loss.item(), "lr": sched.get_last_lr()[0], "tokens": int((y != -100).sum())})
-        opt.step(); sched.step()
-        if ema is not None: ema.update_parameters(model)
-        if val_problems is not None and (step + 1 == steps or step + 1 >= eval_from and (step + 1) % eval_every == 0):
-            validate(step + 1)
-    history = pd.DataFrame(rows)
-    if best is not None:
-        model.load_state_dict(best[3])
-        val = pd.concat(val_rows, ignore_index=True)[["step", "weights", "family", "difficulty", "accuracy", "n"]]
-        val["selected"] = (val.step == best[1]) & (val.weights == best[2])
-        history.attrs["validation"] = val.to_dict("records")
-        history.attrs["selected"] = {"step": int(best[1]), "weights": best[2], "worst_cell": best[0][0], "mean": best[0][1]}
-    elif ema is not None:
-        model.load_state_dict(ema.module.state_dict())
-    model.config._attn_implementation = default_attn
-    model.eval()
-    return lm, history
+def cached_lm(key: str, build, source=None) -> LM:
+    """Load the `LM` cached under `key`, or `build()` it, cache it (safetensors, atomic rename) and
+    return the cached copy, so that a cold and a warm call give the same model bit for bit."""
+    if not key or "/" in key or key.startswith("."): raise ValueError(f"bad cache key {key!r}")
+    folder = cache_dir() / "models" / key
+    if (folder / LM_META).exists():
+        try:
+            return _load_cached(folder, source)
+        except Exception as e:
+            warnings.warn(f"the model cache {folder} does not load ({e}); removing and rebuilding it")
+            shutil.rmtree(folder, ignore_errors=True)
+    lm = build()
+    if _write_cache(lm, folder, key, source): return _load_cached(folder, source)
+    if source is not None: lm.source = str(source)
+    return lm
 
 # %% ../nbs/01_models.ipynb #76ad4293
 def _left_pad(seqs, pad_id):
@@ -461,6 +345,7 @@ def greedy_batch(lm, seqs, max_new_tokens, stop_ids, batch_size=64, desc=None, p
             out[i] = new[:cut]; stopped[i] = cut < len(new)
     return (out, stopped) if return_stopped else out
 
+# %% ../nbs/01_models.ipynb #c1891d74
 def _stop_ids(lm, text):
     ids = [lm.tokenizer.eos_token_id]
     extra = getattr(lm.model.generation_config, "eos_token_id", None)
@@ -477,6 +362,7 @@ def _cut_at_label(lm, r, label="Final answer"):
     k = next(k for k in range(1, len(r) + 1) if label in lm.tokenizer.decode(r[:k]))
     return r[:k - 1] if not lm.tokenizer.decode(r[:k - 1]).endswith("\n") else r[:k - 1]
 
+# %% ../nbs/01_models.ipynb #148b21c2
 def forced_answer_eval(lm, problems, budgets, style="cot", batch_size=64, max_answer_tokens=24,
                        desc=None, progress=True) -> pd.DataFrame:
     """Accuracy at reasoning budgets by forced answers (see above). Returns one row per (problem, budget):
@@ -509,3 +395,13 @@ def forced_answer_eval(lm, problems, budgets, style="cot", batch_size=64, max_an
             rows.append({"problem_id": p.id, "family": p.family, "difficulty": p.difficulty, "budget": b, "tokens": n,
                          "ended": bool(stopped[i] and len(r) <= b and style == "cot"), "answer": a, "gold": p.gold, "correct": fam.score(a, p)})
     return pd.DataFrame(rows)
+
+# %% ../nbs/01_models.ipynb #46d7c945
+_MOVED_TO_TRAINING = ("encode_example", "encode_examples", "validation_accuracy", "train_tiny_reasoner")
+
+def __getattr__(name):
+    # imported here, not at the top: adalib.training imports this module, so a top import would be a cycle
+    if name in _MOVED_TO_TRAINING:
+        from adalib import training
+        return getattr(training, name)
+    raise AttributeError(f"module 'adalib.models' has no attribute {name!r}")

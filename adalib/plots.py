@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_plots.ipynb #6c7bf726
 from __future__ import annotations
-import hashlib, os
+import json, os
 from pathlib import Path
 import matplotlib
 matplotlib.use("Agg")
@@ -12,9 +12,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from .io import sha256_file  # moved to adalib.io; still importable from here
 
 # %% auto #0
-__all__ = ['THEME', 'set_theme', 'savefig', 'save_table', 'sha256_file', 'Artifacts']
+__all__ = ['THEME', 'set_theme', 'savefig', 'save_table', 'Artifacts']
 
 # %% ../nbs/10_plots.ipynb #80942be8
 THEME = dict(style="whitegrid", context="paper", palette="colorblind", font_scale=1.1)
@@ -70,17 +71,7 @@ def _to_markdown(df, index=False):
     df = df.astype(object).map(esc).rename(columns=esc)
     return df.to_markdown(index=False, tablefmt="pipe", disable_numparse=True)
 
-# %% ../nbs/10_plots.ipynb #00dfa90f
-def sha256_file(path) -> str:
-    "sha256 hex digest of a file's bytes."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
-    return h.hexdigest()
-
 # %% ../nbs/10_plots.ipynb #a3926f32
-import json
-
 class Artifacts:
     """Where a study writes: `figures/<name>.{png,svg}` and `tables/<name>.{csv,md}` under `out_dir`,
     each with a one-line caption kept in `captions.json` (the runner turns these into `outputs/index.md`)."""

@@ -4,35 +4,24 @@
 
 # %% ../nbs/11_studies.ipynb #a4af0e0c
 from __future__ import annotations
-import argparse, json, os, platform, subprocess, sys, time
+import argparse, json, os, platform, shutil, subprocess, sys, time
 from importlib import metadata
 from pathlib import Path
+import papermill as pm
 import yaml
+from filelock import FileLock
+from ipykernel.kernelspec import install as install_kernel
+from jupyter_client.kernelspec import KernelSpecManager
 from tqdm.auto import tqdm
-from .plots import sha256_file
+from .io import repo_root, find_data, sha256_file  # repo_root and find_data lived here; still importable
 
 # %% auto #0
-__all__ = ['PROFILES', 'KERNEL', 'repo_root', 'studies_dir', 'list_studies', 'study_purpose', 'load_params', 'find_data',
-           'ensure_kernel', 'StudyFailed', 'provenance', 'study_sources', 'artifact_hashes', 'run_study',
-           'write_manifest', 'run_studies', 'main']
+__all__ = ['PROFILES', 'KERNEL', 'studies_dir', 'list_studies', 'study_purpose', 'load_params', 'ensure_kernel', 'StudyFailed',
+           'provenance', 'study_sources', 'artifact_hashes', 'run_study', 'write_manifest', 'run_studies', 'main']
 
 # %% ../nbs/11_studies.ipynb #9e433910
 PROFILES = ("smoke", "full")
 KERNEL = "adalib"
-
-def repo_root() -> Path:
-    """The project root: `$ADALIB_ROOT` if set, else the folder holding `settings.ini` and `nbs/`
-    above the installed package or the current directory."""
-    if os.environ.get("ADALIB_ROOT"):
-        p = Path(os.environ["ADALIB_ROOT"]).resolve()
-        if not (p / "nbs").is_dir(): raise FileNotFoundError(f"ADALIB_ROOT={p} has no nbs/ folder")
-        return p
-    here = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
-    for start in (here, Path.cwd()):
-        for p in (start, *start.parents):
-            if (p / "settings.ini").exists() and (p / "nbs").is_dir(): return p
-    raise FileNotFoundError("could not find the adalib project root (a folder with settings.ini and nbs/); "
-                            "run from inside the repository, install it with `pip install -e .`, or set ADALIB_ROOT")
 
 def studies_dir(root=None) -> Path: return Path(root or repo_root()) / "nbs" / "studies"
 
@@ -65,27 +54,14 @@ def load_params(name, profile, root=None) -> dict:
     if reserved: raise ValueError(f"{p}: {sorted(reserved)} are set by the runner; remove them from the file")
     return params
 
-# %% ../nbs/11_studies.ipynb #8002c456
-def find_data(rel, data_dir=None) -> Path:
-    """Locate a data file or folder: first under `data_dir` (where this run writes), then under the
-    repository's committed `data/`. Raises a FileNotFoundError naming both places."""
-    tried = []
-    for base in ([Path(data_dir)] if data_dir else []) + [repo_root() / "data"]:
-        p = base / rel; tried.append(str(p))
-        if p.exists(): return p
-    raise FileNotFoundError(f"{rel!r} not found; looked in: {', '.join(tried)}. "
-                            "Run the study that makes it first (see data/README.md).")
-
 # %% ../nbs/11_studies.ipynb #22b34b63
 def ensure_kernel(name=KERNEL) -> str:
     "Register this interpreter as the Jupyter kernel `name` (inside the venv) if it is not registered yet."
-    from jupyter_client.kernelspec import KernelSpecManager
     specs = KernelSpecManager().find_kernel_specs()
     if name in specs:
         spec = json.loads((Path(specs[name]) / "kernel.json").read_text())
         if Path(spec["argv"][0]).resolve() == Path(sys.executable).resolve(): return name
-    from ipykernel.kernelspec import install
-    install(kernel_name=name, display_name=f"{name} ({Path(sys.prefix).name})", prefix=sys.prefix)
+    install_kernel(kernel_name=name, display_name=f"{name} ({Path(sys.prefix).name})", prefix=sys.prefix)
     return name
 
 # %% ../nbs/11_studies.ipynb #9111a988
@@ -133,7 +109,6 @@ def artifact_hashes(study_out: Path) -> dict:
 def run_study(name, profile="smoke", out="outputs", root=None, kernel=KERNEL, extra_params=None, log_output=False) -> dict:
     """Execute one study with papermill under `profile`, writing into `out/<name>/` and
     `out/executed/<name>.ipynb`. Returns its manifest record; raises `StudyFailed` naming the cell."""
-    import papermill as pm
     root = Path(root or repo_root()); out = Path(out).resolve()
     params = {**load_params(name, profile, root), **(extra_params or {})}
     full_into_outputs = profile == "full" and out == (root / "outputs").resolve()
@@ -142,7 +117,7 @@ def run_study(name, profile="smoke", out="outputs", root=None, kernel=KERNEL, ex
     (out / "executed").mkdir(parents=True, exist_ok=True)
     study_out = out / name
     if study_out.exists():  # stale artifacts from an earlier run must not survive into the manifest
-        import shutil; shutil.rmtree(study_out)
+        shutil.rmtree(study_out)
     executed = out / "executed" / f"{name}.ipynb"
     prov = provenance(root, study_sources(name))  # taken BEFORE the run: the code that actually ran
     t0 = time.perf_counter()
@@ -166,7 +141,6 @@ def _captions(out: Path, name: str) -> dict:
 
 def write_manifest(records: dict, out) -> Path:
     "Merge `records` (study -> record) into `out/manifest.json`, then rewrite `out/index.md`."
-    from filelock import FileLock
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     mpath = out / "manifest.json"
     with FileLock(str(out / ".manifest.lock")):  # several runners may finish at once

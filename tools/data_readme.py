@@ -11,7 +11,7 @@ kept as written. `--check` exits 1 if the README is out of date instead of writi
 import argparse, json, re, sys
 from pathlib import Path
 
-from adalib.plots import sha256_file as sha
+from adalib.io import sha256_file as sha
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "data"
