@@ -4,7 +4,6 @@
 
 # %% ../nbs/07d_evaluation.ipynb #e9376d4e
 from __future__ import annotations
-import warnings
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
@@ -12,12 +11,11 @@ from .exits import _padded
 from .risk import calibrate_batch
 from .splits import draw_splits
 from .stopping import (Controller, Pool, UpperRule, _ensemble_pick, _metrics, combine_exits, exit_losses, trace_stats)
-from .studies import find_data
 from .traces import TraceSet, synthetic_traces
 
 # %% auto #0
 __all__ = ['evaluate_splits', 'evaluate_upper_splits', 'violation_summary', 'ensemble_rows', 'budget_curve', 'budget_curves',
-           'baseline_tokens_at', 'load_traces', 'model_pool']
+           'baseline_tokens_at', 'model_pool']
 
 # %% ../nbs/07d_evaluation.ipynb #91b0e629
 def _chosen_fits(rules, pools, ci, ctrl, use_ens):
@@ -218,24 +216,6 @@ def baseline_tokens_at(bc: pd.DataFrame, target: float) -> float:
     return float(t0 + (target - a0) / (a1 - a0) * (t1 - t0)) if a1 > a0 else float(t1)
 
 # %% ../nbs/07d_evaluation.ipynb #6d96d140
-def load_traces(data_dir=None, rel="traces", synthetic=None):
-    "(TraceSet, description of the source): all shards under `rel`, or synthetic traces if allowed and none exist."
-    try:
-        root = find_data(rel, data_dir)
-        dirs = sorted({p.parent for p in root.rglob("*.parquet")})
-    except FileNotFoundError:
-        root, dirs = None, []
-    if dirs:
-        sets = [TraceSet.read(d) for d in dirs]
-        ts = TraceSet.concat(sets) if len(sets) > 1 else sets[0]
-        return ts, f"{len(dirs)} shard folder(s) under {rel}/ ({ts.n} traces)"
-    if synthetic is None:
-        raise FileNotFoundError(f"no trace shards (*.parquet) under {rel!r} in data_dir={data_dir!r} or the repository's data/; "
-                                "run the s02_traces study first (see data/README.md)")
-    warnings.warn(f"no real traces under {rel!r}: using synthetic_traces({synthetic}) (smoke run only)", stacklevel=2)
-    ts = synthetic_traces(**synthetic)
-    return ts, f"SYNTHETIC traces (synthetic_traces({synthetic})): no real traces were found"
-
 def model_pool(ts, model, max_traces=None, seed=0):
     "The traces of `model`; if there are more than `max_traces`, a seeded sample of them (sorted ids)."
     sub = ts.filter(model=model)

@@ -395,13 +395,3 @@ def forced_answer_eval(lm, problems, budgets, style="cot", batch_size=64, max_an
             rows.append({"problem_id": p.id, "family": p.family, "difficulty": p.difficulty, "budget": b, "tokens": n,
                          "ended": bool(stopped[i] and len(r) <= b and style == "cot"), "answer": a, "gold": p.gold, "correct": fam.score(a, p)})
     return pd.DataFrame(rows)
-
-# %% ../nbs/01_models.ipynb #46d7c945
-_MOVED_TO_TRAINING = ("encode_example", "encode_examples", "validation_accuracy", "train_tiny_reasoner")
-
-def __getattr__(name):
-    # imported here, not at the top: adalib.training imports this module, so a top import would be a cycle
-    if name in _MOVED_TO_TRAINING:
-        from adalib import training
-        return getattr(training, name)
-    raise AttributeError(f"module 'adalib.models' has no attribute {name!r}")
