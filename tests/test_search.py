@@ -45,7 +45,7 @@ def test_trace_arithmetic_replay_and_forced_answer(case):
         assert sum(parse_line(l)["backs"] for l in lines) >= 1 and "verify" not in co
     # every prefix has a well-formed forced answer; only a proven search says none
     for k in sorted(set(np.linspace(0, len(lines), 25).astype(int).tolist()) | {len(lines) - 1, len(lines)}):
-        a = forced_answer(pr + "".join(l + "\n" for l in lines[:k]))
+        a = forced_answer(pr + "".join("\n" + l for l in lines[:k]) + "\n")
         assert a == "none" or parse_steps(a) or (a == "" and k == 0)
         if a == "none" and k > 0: assert not s.solvable and k == len(lines)
 
@@ -98,3 +98,14 @@ def test_bad_parameters(kw, msg):
     with pytest.raises(ValueError, match=msg): make_problems(**args)
     with pytest.raises(TypeError, match="numpy Generator"): make_problems(3, rng=42)
     with pytest.raises(ValueError, match="1..999"): Countdown((1, 2), 0)
+
+def test_as_problem_fits_tiny_reasoner_layout():
+    "models.encode_example (TinyReasoner's training layout) writes exactly example_text, in word tokens."
+    from adalib.models import encode_example
+    from adalib.search import as_problem
+    tok = word_tokenizer()
+    for i, p in enumerate(make_grid(2, seed=6)):
+        pr, co = example_text(p)
+        ids, n_prompt = encode_example(tok, as_problem(p, i))
+        assert ids == tok(pr + co)["input_ids"] + [tok.eos_token_id] and n_prompt == len(tok(pr)["input_ids"])
+        assert tok.unk_token_id not in ids
