@@ -48,16 +48,8 @@ def _first(mask) -> int | None:
     idx = np.flatnonzero(np.asarray(mask))
     return int(idx[0]) if len(idx) else None
 
-def validate_frame(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
-    "Validate a checkpoint table; return a copy sorted by (trace_id, step) with a `_row` column (input position)."
-    if not isinstance(df, pd.DataFrame): raise TypeError(f"{source}: expected a pandas DataFrame of checkpoints, got {type(df).__name__}")
-    missing = [c for c in REQUIRED if c not in df.columns]
-    if missing:
-        raise ValueError(f"{source}: column(s) {missing} missing (row: all rows); a trace table needs columns "
-                         f"{list(REQUIRED)} plus sig_<name> signal columns; found {list(df.columns)}")
-    df = df.reset_index(drop=True).copy()
-    df["_row"] = np.arange(len(df))
-    # correct: boolean
+def _check_columns(df, source) -> pd.DataFrame:
+    "The value checks of `validate_frame`: bool `correct`, str ids/answers, int step/tokens, finite signals."
     c = df["correct"]
     if not pd.api.types.is_bool_dtype(c) or (c.dtype == "boolean" and c.isna().any()):
         if c.dtype == object:
@@ -69,22 +61,18 @@ def validate_frame(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
             raise ValueError(f"{_where(source, 'correct', r, df)}: value {_py(c.iloc[r])!r} (dtype {c.dtype}) is not boolean; "
                              f"store correctness as True/False (bool dtype)")
     df["correct"] = c.astype(bool)
-    # trace_id / answer: strings without nulls
     for col in ("trace_id", "answer"):
         r = _first(df[col].isna())
         if r is not None: raise ValueError(f"{_where(source, col, r)}: value is missing (None/NaN); every checkpoint needs a {col} string (use '' for an empty answer)")
         df[col] = df[col].astype(str)
-    # step / tokens: integers
     for col in ("step", "tokens"):
         s = df[col]
         if not pd.api.types.is_integer_dtype(s):
             num = pd.to_numeric(s, errors="coerce")
-            bad = num.isna() | (num != np.round(num))
-            r = _first(bad)
+            r = _first(num.isna() | (num != np.round(num)))
             if r is not None: raise ValueError(f"{_where(source, col, r, df)}: value {_py(s.iloc[r])!r} is not an integer; {col} must be an int")
             df[col] = num.astype(np.int64)
         else: df[col] = s.astype(np.int64)
-    # signals: numeric, no NaN/inf
     for col in [c for c in df.columns if c.startswith(SIG)]:
         num = pd.to_numeric(df[col], errors="coerce").astype(float)
         r = _first(~np.isfinite(num.to_numpy()))
@@ -92,7 +80,10 @@ def validate_frame(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
             raise ValueError(f"{_where(source, col, r, df)}: signal value {_py(df[col].iloc[r])!r} is NaN/inf or not a number; "
                              f"signals must be finite floats (impute or drop the checkpoint before writing)")
         df[col] = num
-    df = df.sort_values(["trace_id", "step"], kind="stable").reset_index(drop=True)
+    return df
+
+def _check_order(df, source) -> pd.DataFrame:
+    "The structure checks of `validate_frame` on a (trace_id, step)-sorted frame: unique, contiguous steps; rising tokens."
     same = (df["trace_id"].to_numpy()[1:] == df["trace_id"].to_numpy()[:-1])
     step, tok = df["step"].to_numpy(), df["tokens"].to_numpy()
     dup = np.r_[False, same & (step[1:] == step[:-1])]
@@ -107,12 +98,23 @@ def validate_frame(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
     if i is not None:
         raise ValueError(f"{_where(source, 'step', df['_row'].iloc[i])} (trace_id={df['trace_id'].iloc[i]!r}): step {int(step[i])} "
                          f"but expected {int(pos[i])}; steps must be contiguous 0..L-1 within each trace")
-    bad = np.r_[False, same & (tok[1:] <= tok[:-1])]
-    i = _first(bad)
+    i = _first(np.r_[False, same & (tok[1:] <= tok[:-1])])
     if i is not None:
         raise ValueError(f"{_where(source, 'tokens', df['_row'].iloc[i])} (trace_id={df['trace_id'].iloc[i]!r}, step={int(step[i])}): "
                          f"tokens {int(tok[i])} <= {int(tok[i-1])} at the previous step; tokens must be cumulative and strictly increasing")
     return df
+
+def validate_frame(df: pd.DataFrame, source: str = "<frame>") -> pd.DataFrame:
+    "Validate a checkpoint table; return a copy sorted by (trace_id, step) with a `_row` column (input position)."
+    if not isinstance(df, pd.DataFrame): raise TypeError(f"{source}: expected a pandas DataFrame of checkpoints, got {type(df).__name__}")
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ValueError(f"{source}: column(s) {missing} missing (row: all rows); a trace table needs columns "
+                         f"{list(REQUIRED)} plus sig_<name> signal columns; found {list(df.columns)}")
+    df = df.reset_index(drop=True).copy()
+    df["_row"] = np.arange(len(df))
+    df = _check_columns(df, source)
+    return _check_order(df.sort_values(["trace_id", "step"], kind="stable").reset_index(drop=True), source)
 
 # %% ../nbs/00_traces.ipynb #c8a7b48e
 def _meta_frame(meta, trace_ids: np.ndarray, source: str) -> pd.DataFrame:
