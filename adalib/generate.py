@@ -10,13 +10,13 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from fastcore.basics import patch
 from transformers import DynamicCache
 from . import __version__
 from .tasks import extract_answer, get_family
 
 # %% auto #0
-__all__ = ['SIGNALS', 'Batch', 'trace_id', 'Decoder', 'generate_batch']
+__all__ = ['SIGNALS', 'Batch', 'trace_id', 'Decoder', 'prefill', 'step', 'finish', 'probe', 'flush', 'run', 'timings', 'result',
+           'generate_batch']
 
 # %% ../nbs/03_generate.ipynb #ace201a0
 SIGNALS = ("answer_prob", "answer_negent", "eot_negent", "win_negent", "win_maxprob", "win_margin",
@@ -93,6 +93,13 @@ def _check_int(v, name, lo=1):
         raise ValueError(f"{name} must be an int >= {lo}, got {v!r}")
     return int(v)
 
+def _method(cls):
+    "Attach the decorated function to `cls` (fastcore's `patch`, which is only a dev dependency here)."
+    def attach(f):
+        setattr(cls, f.__name__, f)
+        return f
+    return attach
+
 def _check_temperature(t):
     if not isinstance(t, (int, float)) or t < 0 or not math.isfinite(t):
         raise ValueError(f"temperature must be a float >= 0 (0 = greedy), got {t!r}")
@@ -129,9 +136,9 @@ class Decoder:
         self._setup_tokens(force_thinking, answer_max_tokens)
         self._setup_state()
 
-# %% ../nbs/03_generate.ipynb #3c28d936
-@patch
-def _setup_tokens(self: Decoder, force_thinking, answer_max_tokens):
+# %% ../nbs/03_generate.ipynb #3eb4e786
+@_method(Decoder)
+def _setup_tokens(self, force_thinking, answer_max_tokens):
     lm, tok, B = self.lm, self.tok, self.B
     self.eos = _eos_ids(lm)
     self.te_ids, ap_ids = _encode(tok, lm.think_end), _encode(tok, lm.answer_prefix)
@@ -150,8 +157,8 @@ def _setup_tokens(self: Decoder, force_thinking, answer_max_tokens):
     self.gens = [torch.Generator().manual_seed(int(np.random.SeedSequence([int(self.seed), r]).generate_state(1)[0]))
                  for r in range(B)] if self.temperature > 0 else None
 
-@patch
-def _setup_state(self: Decoder):
+@_method(Decoder)
+def _setup_state(self):
     B = self.B
     self.st = {k: torch.zeros((B, self.budget + 2)) for k in ("ent", "maxp", "margin", "lp")}
     self.toks = [[] for _ in range(B)]
@@ -161,9 +168,9 @@ def _setup_state(self: Decoder):
     self.stopped = {}                              # row -> R: stopped, still in the batch (final probe not run yet)
     self.s_fed, self.probe_s, self.total_s = 0, 0.0, 0.0
 
-# %% ../nbs/03_generate.ipynb #949242cf
-@patch
-def prefill(self: Decoder) -> Decoder:
+# %% ../nbs/03_generate.ipynb #7aef0b01
+@_method(Decoder)
+def prefill(self) -> Decoder:
     "Left-pad the prompts and run them once: the cache, the next-token logits and hidden state 0 of every row."
     tok, dev, B = self.tok, self.dev, self.B
     self.prompts = [list(tok(self.lm.prompt(p))["input_ids"]) for p in self.problems]
@@ -181,9 +188,9 @@ def prefill(self: Decoder) -> Decoder:
     if self.hist is not None: self.hist[0] = h[:, -1].float().cpu()
     return self
 
-# %% ../nbs/03_generate.ipynb #e5faaa2e
-@patch
-def _choose(self: Decoder, s: int) -> torch.Tensor:
+# %% ../nbs/03_generate.ipynb #150c1235
+@_method(Decoder)
+def _choose(self, s: int) -> torch.Tensor:
     "Token s of every batch row (pad for stopped rows) from the current logits; records the statistics of step s."
     logits = self.logits
     logp, ent, maxp, margin = _dist_stats(logits)
@@ -203,8 +210,8 @@ def _choose(self: Decoder, s: int) -> torch.Tensor:
     st["lp"][live, s] = logp.cpu().gather(1, nxt[:, None])[:, 0]
     return nxt
 
-@patch
-def _append(self: Decoder, r: int, t: int, s: int):
+@_method(Decoder)
+def _append(self, r: int, t: int, s: int):
     "Append token t (reasoning token s) to row r; finish the row at EOS or at the end of thinking."
     toks, te, dec = self.toks[r], self.lm.think_end, self.tok.decode
     toks.append(t)
@@ -216,8 +223,8 @@ def _append(self: Decoder, r: int, t: int, s: int):
         while te not in dec(tail[j:], skip_special_tokens=False): j -= 1
         self.finish(r, s - len(tail) + j, "eot")
 
-@patch
-def step(self: Decoder, s: int) -> bool:
+@_method(Decoder)
+def step(self, s: int) -> bool:
     "Reasoning token `s` (1-based) of every running row; False (nothing fed) once every row has stopped."
     live, run_pos = self.live, self.active[self.live]
     nxt = self._choose(s)
@@ -230,22 +237,22 @@ def step(self: Decoder, s: int) -> bool:
     if self.hist is not None: self.hist[s, live] = h[:, -1].float().cpu()
     return True
 
-# %% ../nbs/03_generate.ipynb #9ed9428c
-@patch
-def finish(self: Decoder, r: int, rr: int, why: str):
+# %% ../nbs/03_generate.ipynb #783a09ff
+@_method(Decoder)
+def finish(self, r: int, rr: int, why: str):
     "Row r stopped after rr reasoning tokens, for reason `why` (eos | eot | budget)."
     self.active[r] = False; self.R[r] = rr; self.stop[r] = why
     for k in [k for k in self.ckpts[r] if k > rr]: del self.ckpts[r][k]   # probes that saw part of the ending
     self.stopped[r] = rr
 
-@patch
-def _pending(self: Decoder) -> dict:
+@_method(Decoder)
+def _pending(self) -> dict:
     "Stopped rows whose final checkpoint is not probed yet: {row: R}."
     return {r: rr for r, rr in self.stopped.items() if rr not in self.ckpts[r]}
 
-# %% ../nbs/03_generate.ipynb #4ecb7d76
-@patch
-def _probe_force(self: Decoder, Rv: torch.Tensor, s_fed: int):
+# %% ../nbs/03_generate.ipynb #6430ece5
+@_method(Decoder)
+def _probe_force(self, Rv: torch.Tensor, s_fed: int):
     "Feed think_end + answer_prefix after R tokens of the rows with Rv >= 0: (mask, base positions, logits)."
     nb, L, dev, nf = len(self.live), self.mask.shape[1], self.dev, self.nf
     probed = Rv >= 0
@@ -257,8 +264,8 @@ def _probe_force(self: Decoder, Rv: torch.Tensor, s_fed: int):
     _, lg = self.fwd(self.force.expand(nb, nf), m, pos, [len(self.te_ids) - 1, nf - 1])
     return m, base, lg
 
-@patch
-def _probe_answers(self: Decoder, targets: dict, at: dict, done, m, base, cur):
+@_method(Decoder)
+def _probe_answers(self, targets: dict, at: dict, done, m, base, cur):
     "Greedy answers of the target rows: ({row: token ids}, {row: token log-probs})."
     ans, lps = {r: [] for r in targets}, {r: [] for r in targets}
     nb, fed, stop = len(self.live), self.nf, self.lm.answer_stop
@@ -279,9 +286,9 @@ def _probe_answers(self: Decoder, targets: dict, at: dict, done, m, base, cur):
         cur = lg[:, -1]; fed += 1
     return ans, lps
 
-# %% ../nbs/03_generate.ipynb #61e9bf63
-@patch
-def probe(self: Decoder, targets: dict, s_fed: int):
+# %% ../nbs/03_generate.ipynb #60235940
+@_method(Decoder)
+def probe(self, targets: dict, s_fed: int):
     "Probe original rows {row: R} on the side branch and record their checkpoints; the cache holds prompt + s_fed tokens."
     if not targets: return
     t_probe = time.perf_counter(); self.fwd.phase = "probe"
@@ -301,9 +308,9 @@ def probe(self: Decoder, targets: dict, s_fed: int):
                                  eot_negent=-float(eot_ent[at[r]]))
     self.probe_s += time.perf_counter() - t_probe
 
-# %% ../nbs/03_generate.ipynb #02e5b36b
-@patch
-def flush(self: Decoder, s_fed: int, regular: bool):
+# %% ../nbs/03_generate.ipynb #e1359c8a
+@_method(Decoder)
+def flush(self, s_fed: int, regular: bool):
     "Probe (regular checkpoint: every running row; always: stopped rows' finals), then drop stopped rows."
     targets = {r: s_fed for r in self.live.tolist() if self.active[r]} if regular else {}
     targets.update(self._pending())
@@ -315,9 +322,9 @@ def flush(self: Decoder, s_fed: int, regular: bool):
         self.fwd.cache.batch_select_indices(di)
         self.mask, self.logits, self.plen, self.live = self.mask[di], self.logits[di], self.plen[di], self.live[idx]
 
-# %% ../nbs/03_generate.ipynb #25502f25
-@patch
-def run(self: Decoder) -> Decoder:
+# %% ../nbs/03_generate.ipynb #bcd67019
+@_method(Decoder)
+def run(self) -> Decoder:
     "Decode the whole batch: prefill, steps and flushes to the budget, the final probes."
     self.prefill()
     t_start = time.perf_counter()
@@ -331,17 +338,17 @@ def run(self: Decoder) -> Decoder:
     self.total_s = time.perf_counter() - t_start
     return self
 
-@patch
-def timings(self: Decoder) -> dict:
+@_method(Decoder)
+def timings(self) -> dict:
     "Wall-clock seconds and forward-pass counts of the main generation and of the probes."
     f = self.fwd
     return dict(total_s=self.total_s, probe_total_s=self.probe_s, main_forward_s=f.seconds["main"],
                 probe_forward_s=f.seconds["probe"], main_forwards=f.calls["main"], probe_forwards=f.calls["probe"],
                 steps=self.s_fed)
 
-# %% ../nbs/03_generate.ipynb #51bf01e8
-@patch
-def _trace_rows(self: Decoder, r: int, tid: str):
+# %% ../nbs/03_generate.ipynb #4a412eb8
+@_method(Decoder)
+def _trace_rows(self, r: int, tid: str):
     "Checkpoint rows of trace r (window signals over the statistics since the previous checkpoint) and their hidden states."
     st, rows, hid, prev = self.st, [], [], 0
     for step, rr in enumerate(sorted(self.ckpts[r])):
@@ -359,8 +366,8 @@ def _trace_rows(self: Decoder, r: int, tid: str):
         prev = rr
     return rows, hid
 
-@patch
-def _trace_meta(self: Decoder, r: int, tid: str) -> dict:
+@_method(Decoder)
+def _trace_meta(self, r: int, tid: str) -> dict:
     "Metadata of trace r."
     p, last = self.problems[r], self.ckpts[r][max(self.ckpts[r])]
     return dict(trace_id=tid, model=self.lm.name, task=p.family, difficulty=int(p.difficulty), problem_id=p.id,
@@ -369,8 +376,8 @@ def _trace_meta(self: Decoder, r: int, tid: str) -> dict:
                 temperature=float(self.temperature), stop_reason=self.stop[r], reasoning_tokens=int(self.R[r]),
                 prompt_tokens=len(self.prompts[r]), answer_max_tokens=self.caps[r], adalib_version=__version__)
 
-@patch
-def result(self: Decoder) -> Batch:
+@_method(Decoder)
+def result(self) -> Batch:
     "The `Batch` of a decoder that has run (no table, metadata or hidden states when `probes=False`)."
     if not self.probes: return Batch(pd.DataFrame(), [], None, self.toks, self.stop)
     rows, meta, hid = [], [], []
