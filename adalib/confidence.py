@@ -4,127 +4,30 @@
 
 # %% ../nbs/04_confidence.ipynb #f24de3c9
 from __future__ import annotations
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
+import ipywidgets as widgets
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from tqdm.auto import tqdm
+from .calibration import RECALIBRATORS, bootstrap, bootstrap_counts, explore_threshold, fit_recalibrator
+from .estimators import (_answer_codes, answer_negent, answer_prob, answer_stability, eot_negent, margin, max_prob,
+                               mean_logprob, min_prob, neg_entropy, neg_perplexity, self_consistency)
+from .generate import generate_batch
+from .stopping import ema, stability   # moving to adalib.exits (issue 13); rewired at merge
+from .tasks import get_family
+from .traces import TraceSet
 
 # %% auto #0
-__all__ = ['REGISTRY', 'max_prob', 'mean_logprob', 'min_prob', 'neg_entropy', 'margin', 'neg_perplexity', 'answer_prob',
-           'answer_negent', 'eot_negent', 'answer_stability', 'self_consistency', 'HiddenProbe', 'fit_probe',
-           'split_by_problem', 'to_rows', 'stability_signal', 'sample_groups', 'self_consistency_signal',
-           'smoothed_signal', 'problems_of', 'sampled_agreement', 'sample_self_consistency', 'Estimator',
-           'registry_table', 'get_estimator', 'on_traces', 'available', 'EstimatorReport', 'evaluate_estimators',
-           'signal_frame', 'make_explorer']
-
-# %% ../nbs/04_confidence.ipynb #4c42de2e
-def _tensor(x, name) -> torch.Tensor:
-    if isinstance(x, np.ndarray): x = torch.from_numpy(x)
-    if not isinstance(x, torch.Tensor): raise TypeError(f"{name} must be a torch.Tensor or numpy array, got {type(x).__name__}")
-    return x
-
-def _logits(logits, min_dim=2) -> torch.Tensor:
-    x = _tensor(logits, "logits")
-    if not x.is_floating_point(): raise TypeError(f"logits must be floating point, got {x.dtype}")
-    if x.ndim < min_dim: raise ValueError(f"logits must have shape (..., T, V) (at least {min_dim}-D), got {tuple(x.shape)}")
-    if x.shape[-1] < 2: raise ValueError(f"logits need a vocabulary of at least 2 (last axis), got {x.shape[-1]}")
-    if torch.isnan(x).any(): raise ValueError("logits contain NaN; check the model output")
-    return x.double()
-
-def _mask(mask, shape) -> torch.Tensor:
-    if mask is None: return torch.ones(shape, dtype=torch.bool)
-    m = _tensor(mask, "mask").bool()
-    if tuple(m.shape) != tuple(shape): raise ValueError(f"mask must have shape {tuple(shape)} (the logits without the vocabulary axis), got {tuple(m.shape)}")
-    if not m.any(-1).all(): raise ValueError("mask leaves a sequence with no valid position; drop that sequence")
-    return m
-
-def _masked_mean(v, m): return ((v * m).sum(-1) / m.sum(-1)).numpy()
-
-def _token_logprobs(logits, tokens, mask, token_logprobs):
-    if token_logprobs is not None:
-        lp = _tensor(token_logprobs, "token_logprobs").double()
-        if (lp > 1e-9).any(): raise ValueError("token_logprobs must be log-probabilities (<= 0); did you pass probabilities?")
-        return lp, _mask(mask, lp.shape)
-    if logits is None: raise ValueError("pass either logits (..., T, V) or token_logprobs (..., T)")
-    x = _logits(logits); logp = torch.log_softmax(x, -1)
-    if tokens is None: tok = logp.argmax(-1)
-    else:
-        tok = _tensor(tokens, "tokens").long()
-        if tuple(tok.shape) != tuple(x.shape[:-1]): raise ValueError(f"tokens must have shape {tuple(x.shape[:-1])}, got {tuple(tok.shape)}")
-        if (tok < 0).any() or (tok >= x.shape[-1]).any(): raise ValueError(f"tokens must be ids in [0, {x.shape[-1]}) (the vocabulary)")
-    return logp.gather(-1, tok.unsqueeze(-1)).squeeze(-1), _mask(mask, x.shape[:-1])
-
-def max_prob(logits, mask=None) -> np.ndarray:
-    "Mean over valid positions of the largest next-token probability."
-    x = _logits(logits); return _masked_mean(torch.softmax(x, -1).amax(-1), _mask(mask, x.shape[:-1]))
-
-def mean_logprob(logits=None, tokens=None, mask=None, token_logprobs=None) -> np.ndarray:
-    "Mean log-probability of the generated (or greedy) tokens."
-    lp, m = _token_logprobs(logits, tokens, mask, token_logprobs); return _masked_mean(lp, m)
-
-def min_prob(logits=None, tokens=None, mask=None, token_logprobs=None) -> np.ndarray:
-    "Smallest probability of a generated (or greedy) token."
-    lp, m = _token_logprobs(logits, tokens, mask, token_logprobs)
-    return lp.masked_fill(~m, float("inf")).amin(-1).exp().numpy()
-
-def neg_entropy(logits, mask=None) -> np.ndarray:
-    "Minus the mean next-token entropy (nats) over valid positions."
-    x = _logits(logits); logp = torch.log_softmax(x, -1)
-    return -_masked_mean(-(logp.exp() * logp).sum(-1), _mask(mask, x.shape[:-1]))
-
-def margin(logits, mask=None) -> np.ndarray:
-    "Mean over valid positions of top1 - top2 next-token probability."
-    x = _logits(logits); top = torch.softmax(x, -1).topk(2, dim=-1).values
-    return _masked_mean(top[..., 0] - top[..., 1], _mask(mask, x.shape[:-1]))
-
-def neg_perplexity(logits=None, tokens=None, mask=None, token_logprobs=None) -> np.ndarray:
-    "Minus the perplexity exp(-mean log p) of the generated (or greedy) tokens."
-    return -np.exp(-mean_logprob(logits, tokens, mask, token_logprobs))
-
-def answer_prob(logits=None, tokens=None, mask=None, token_logprobs=None) -> np.ndarray:
-    "Geometric-mean probability exp(mean log p) of the probed answer's tokens."
-    return np.exp(mean_logprob(logits, tokens, mask, token_logprobs))
-
-def answer_negent(logits) -> np.ndarray:
-    "Minus the entropy of the first answer token's distribution; logits (..., T, V), position 0 is used."
-    return neg_entropy(_logits(logits)[..., :1, :])
-
-def eot_negent(logits) -> np.ndarray:
-    "Minus the entropy of the single next-token distribution right after a forced end of thinking; logits (..., V)."
-    return neg_entropy(_logits(logits, min_dim=1).unsqueeze(-2))
-
-# %% ../nbs/04_confidence.ipynb #1e0e4a9e
-def _answer_codes(answers) -> np.ndarray:
-    "Integer codes of answers (same answer = same code); empty / None answers get -1."
-    a = np.asarray(answers, dtype=object)
-    flat = pd.Series(a.ravel()).astype("string").fillna("").str.strip()
-    codes, _ = pd.factorize(flat.where(flat != "", None), use_na_sentinel=True)
-    return codes.reshape(a.shape)
-
-def answer_stability(answers, m: int = 3) -> np.ndarray:
-    "Fraction of the previous m checkpoints whose answer equals the current one; answers (n, T)."
-    if not isinstance(m, (int, np.integer)) or m < 1: raise ValueError(f"m (number of previous checkpoints) must be a positive int, got {m!r}")
-    c = _answer_codes(answers)
-    if c.ndim != 2: raise ValueError(f"answers must be a padded (n, T) array, got shape {c.shape}")
-    agree = np.zeros(c.shape)
-    for j in range(1, min(m, c.shape[1] - 1) + 1):
-        agree[:, j:] += (c[:, j:] == c[:, :-j]) & (c[:, j:] >= 0)
-    return agree / m
-
-def self_consistency(samples) -> np.ndarray:
-    "Majority-answer agreement max_a #{a_k = a}/m of m sampled answers per question; samples (n, m) or list of lists."
-    rows = list(samples)
-    if not rows: raise ValueError("samples is empty; pass one list of sampled answers per question")
-    lens = {len(r) for r in rows}
-    if 0 in lens: raise ValueError("every question needs at least one sampled answer")
-    m = max(lens)
-    padded = np.array([list(r) + [None] * (m - len(r)) for r in rows], dtype=object)
-    c = _answer_codes(padded)
-    n = len(c); k = c.max() + 2
-    counts = np.bincount((np.arange(n)[:, None] * k + c + 1).ravel(), minlength=n * k).reshape(n, k)
-    best = counts[:, 1:].max(1) if k > 1 else np.zeros(n)     # all answers empty: no vote at all
-    return best / np.array([len(r) for r in rows], dtype=float)
+__all__ = ['REQUIREMENTS', 'REGISTRY', 'HiddenProbe', 'fit_probe', 'split_by_problem', 'to_rows', 'stability_signal',
+           'sample_groups', 'self_consistency_signal', 'smoothed_signal', 'problems_of', 'sampled_agreement',
+           'sample_self_consistency', 'Estimator', 'meets', 'registry_table', 'get_estimator', 'on_traces', 'available',
+           'EstimatorReport', 'evaluate_estimators', 'signal_frame', 'make_explorer']
 
 # %% ../nbs/04_confidence.ipynb #3be3ef10
 @dataclass
@@ -136,9 +39,6 @@ class HiddenProbe:
     trained_on: list = field(default_factory=list)
 
     def fit(self, X, y) -> "HiddenProbe":
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import StandardScaler
-        from sklearn.linear_model import LogisticRegression
         X = self._X(X); y = np.asarray(y).astype(bool)
         if len(y) != len(X): raise ValueError(f"probe: {len(X)} hidden-state rows but {len(y)} labels")
         if y.all() or not y.any(): raise ValueError("probe: training labels are all correct or all wrong; need both classes (use more traces)")
@@ -219,7 +119,6 @@ def self_consistency_signal(ts, min_samples: int = 2) -> np.ndarray:
 
 def smoothed_signal(ts, base: str = "answer_prob", kind: str = "ema", beta: float = 0.5) -> np.ndarray:
     "A recorded signal smoothed causally along each trace with adalib.stopping's `ema` or `stability` (1 - EW variance)."
-    from adalib.stopping import ema, stability
     P = ts.arrays()
     x = P.signal(base)
     f = {"ema": ema, "stability": stability}.get(kind)
@@ -229,7 +128,6 @@ def smoothed_signal(ts, base: str = "answer_prob", kind: str = "ema", beta: floa
 # %% ../nbs/04_confidence.ipynb #499104d3
 def problems_of(ts) -> list:
     "The adalib.tasks Problem of each trace of ts (in ts order), regenerated from its metadata."
-    from adalib.tasks import get_family
     need = [c for c in ("task", "difficulty", "problem_id", "problem_seed") if c not in ts.meta.columns]
     if need: raise ValueError(f"cannot regenerate problems: metadata column(s) {need} missing (traces written by adalib.generate.run_traces have them)")
     m = ts.meta
@@ -269,9 +167,6 @@ def sample_self_consistency(ts, lm, m: int = 4, temperature: float = 1.0, seed: 
                             progress: bool = True):
     """Sample m traces per problem of ts with `lm` (adalib.generate) and return (row-aligned agreement
     confidence of ts's checkpoints, the sampled TraceSet)."""
-    from tqdm.auto import tqdm
-    from adalib.generate import generate_batch
-    from adalib.traces import TraceSet
     if not isinstance(m, (int, np.integer)) or m < 1: raise ValueError(f"m (samples per problem) must be a positive int, got {m!r}")
     if not temperature > 0: raise ValueError(f"temperature must be > 0 for sampling, got {temperature!r}")
     probs = problems_of(ts)
@@ -289,15 +184,35 @@ def sample_self_consistency(ts, lm, m: int = 4, temperature: float = 1.0, seed: 
 # %% ../nbs/04_confidence.ipynb #a07676bb
 @dataclass(frozen=True)
 class Estimator:
-    "One confidence estimator: formula, inputs, raw-output function and how it is computed on traces."
+    "One confidence estimator: formula, inputs, raw-output function, how it is computed on traces and what it requires."
     name: str
     formula: str
-    inputs: tuple
+    inputs: tuple                      # raw model outputs of its function (kind 1), see the words above
     fn: Callable | None = None         # raw-output function (kind 1), if any
     column: str | None = None          # recorded trace column it reads, if any
     traces: Callable | None = None     # (ts, **kw) -> row-aligned values (kind 2), if not a plain column
     probability: bool = False
     trained: bool = False
+    requires: tuple = ()               # what it needs on traces: recorded `sig_*` columns and/or `REQUIREMENTS` keys
+
+def _has_samples(ts, probe) -> bool:
+    "At least two sampled traces of every problem (metadata model, task, problem_id)."
+    try: return bool(np.bincount(pd.factorize(sample_groups(ts))[0]).min() >= 2)
+    except ValueError: return False   # the metadata that identifies samples of one problem is missing
+
+REQUIREMENTS: dict[str, Callable] = {   # name -> (ts, probe) -> whether a TraceSet (and fitted probe) provide it
+    "answers": lambda ts, probe: "answer" in ts.df.columns,
+    "samples": _has_samples,
+    "hidden": lambda ts, probe: getattr(ts, "hidden", None) is not None,
+    "probe": lambda ts, probe: probe is not None,
+}
+
+def meets(requirement: str, ts, probe=None) -> bool:
+    "Whether `ts` (with a fitted `probe`) provides `requirement`: a recorded `sig_*` column or a `REQUIREMENTS` key."
+    if requirement.startswith("sig_"): return requirement in ts.df.columns
+    if requirement not in REQUIREMENTS:
+        raise ValueError(f"unknown requirement {requirement!r}; use a recorded 'sig_*' column or one of {sorted(REQUIREMENTS)}")
+    return bool(REQUIREMENTS[requirement](ts, probe))
 
 def _col(ts, column):
     if column not in ts.df.columns:
@@ -305,36 +220,38 @@ def _col(ts, column):
                          f"available signals: {list(ts.signals)}")
     return ts.df[column].to_numpy(float)
 
+# %% ../nbs/04_confidence.ipynb #5732212e
 _E = Estimator
 REGISTRY: dict[str, Estimator] = {e.name: e for e in [
     _E("max_prob", "mean_t max_v p_t(v) over the reasoning window since the previous checkpoint", ("logits",),
-       max_prob, "sig_win_maxprob", probability=True),
+       max_prob, "sig_win_maxprob", probability=True, requires=("sig_win_maxprob",)),
     _E("mean_logprob", "mean_t log p_t(y_t) of the generated tokens over the window", ("logits", "tokens"),
-       mean_logprob, "sig_win_logprob"),
+       mean_logprob, "sig_win_logprob", requires=("sig_win_logprob",)),
     _E("min_prob", "min_t p_t(y_t) of the generated tokens over the window", ("logits", "tokens"),
-       min_prob, "sig_win_minprob", probability=True),
-    _E("neg_entropy", "-mean_t H(p_t) over the window (nats)", ("logits",), neg_entropy, "sig_win_negent"),
-    _E("margin", "mean_t [top1(p_t) - top2(p_t)] over the window", ("logits",), margin, "sig_win_margin", probability=True),
+       min_prob, "sig_win_minprob", probability=True, requires=("sig_win_minprob",)),
+    _E("neg_entropy", "-mean_t H(p_t) over the window (nats)", ("logits",), neg_entropy, "sig_win_negent", requires=("sig_win_negent",)),
+    _E("margin", "mean_t [top1(p_t) - top2(p_t)] over the window", ("logits",), margin, "sig_win_margin", probability=True, requires=("sig_win_margin",)),
     _E("neg_perplexity", "-exp(-mean_t log p_t(y_t)) over the window", ("logits", "tokens"), neg_perplexity, None,
-       traces=lambda ts: -np.exp(-_col(ts, "sig_win_logprob"))),
+       traces=lambda ts: -np.exp(-_col(ts, "sig_win_logprob")), requires=("sig_win_logprob",)),
     _E("answer_prob", "exp(mean log p) of the probed answer's tokens (geometric-mean probability)", ("logits", "tokens"),
-       answer_prob, "sig_answer_prob", probability=True),
-    _E("answer_negent", "-H of the first probed-answer token's distribution", ("logits",), answer_negent, "sig_answer_negent"),
+       answer_prob, "sig_answer_prob", probability=True, requires=("sig_answer_prob",)),
+    _E("answer_negent", "-H of the first probed-answer token's distribution", ("logits",), answer_negent, "sig_answer_negent", requires=("sig_answer_negent",)),
     _E("eot_negent", "-H of the next-token distribution right after the forced end of thinking (EAT)", ("logits",),
-       eot_negent, "sig_eot_negent"),
+       eot_negent, "sig_eot_negent", requires=("sig_eot_negent",)),
     _E("stability", "(1/m)·#{j=1..m: a_{t-j} = a_t} over the previous m probed answers (m=3)", ("answers",),
-       answer_stability, None, traces=stability_signal, probability=True),
+       answer_stability, None, traces=stability_signal, probability=True, requires=("answers",)),
     _E("self_consistency", "fraction of the problem's m sampled traces whose probed answer at t equals this one",
-       ("samples",), self_consistency, None, traces=self_consistency_signal, probability=True),
+       ("samples",), self_consistency, None, traces=self_consistency_signal, probability=True, requires=("samples",)),
     _E("probe", "P(correct) from a logistic regression on standardised hidden states, fit on disjoint traces",
-       ("hidden",), None, None, traces=lambda ts, probe: probe.score(_need_hidden(ts)), probability=True, trained=True),
+       ("hidden",), None, None, traces=lambda ts, probe: probe.score(_need_hidden(ts)), probability=True, trained=True, requires=("hidden", "probe")),
     _E("ema_answer_prob", "EMA s_t = β s_{t-1} + (1-β) x_t of answer_prob (β=0.5; adalib.stopping.ema)", ("signal",),
-       None, None, traces=lambda ts, base="answer_prob", beta=0.5: smoothed_signal(ts, base, "ema", beta), probability=True),
+       None, None, traces=lambda ts, base="answer_prob", beta=0.5: smoothed_signal(ts, base, "ema", beta), probability=True, requires=("sig_answer_prob",)),
     _E("emvar_answer_prob", "1 - exponentially weighted variance of answer_prob (β=0.5, v0=0.25; adalib.stopping.stability)",
        ("signal",), None, None, traces=lambda ts, base="answer_prob", beta=0.5: smoothed_signal(ts, base, "stability", beta),
-       probability=True),
+       probability=True, requires=("sig_answer_prob",)),
 ]}
 
+# %% ../nbs/04_confidence.ipynb #7a3c7fe7
 def registry_table() -> pd.DataFrame:
     "The registry as a table: name, formula, inputs, trace column, probability, trained."
     return pd.DataFrame([{"name": e.name, "formula": e.formula, "inputs": ", ".join(e.inputs),
@@ -342,6 +259,7 @@ def registry_table() -> pd.DataFrame:
                          for e in REGISTRY.values()])
 
 def get_estimator(name: str) -> Estimator:
+    "The registry row of estimator `name`."
     if name not in REGISTRY: raise ValueError(f"unknown estimator {name!r}; known: {', '.join(REGISTRY)}")
     return REGISTRY[name]
 
@@ -356,19 +274,8 @@ def on_traces(ts, name: str, **kw) -> np.ndarray:
     return _col(ts, e.column)
 
 def available(ts, probe=None) -> list[str]:
-    "Names of the registry estimators computable on `ts` (columns recorded, samples/hidden/probe present)."
-    out = []
-    for e in REGISTRY.values():
-        if e.column and e.column not in ts.df.columns: continue
-        if e.name == "neg_perplexity" and "sig_win_logprob" not in ts.df.columns: continue
-        if e.name.endswith("answer_prob") and e.name != "answer_prob" and "sig_answer_prob" not in ts.df.columns: continue
-        if e.name == "self_consistency":
-            try:
-                if np.bincount(pd.factorize(sample_groups(ts))[0]).min() < 2: continue
-            except ValueError: continue
-        if e.trained and (probe is None or getattr(ts, "hidden", None) is None): continue
-        out.append(e.name)
-    return out
+    "Names of the registry estimators whose every requirement `ts` (and a fitted `probe`) meets."
+    return [e.name for e in REGISTRY.values() if all(meets(r, ts, probe) for r in e.requires)]
 
 # %% ../nbs/04_confidence.ipynb #980dd8a1
 @dataclass
@@ -385,72 +292,113 @@ def _ci(prefix, bt, metric):
     r = bt.loc[metric]
     return {prefix: r["value"], f"{prefix}_lo": r["lo"], f"{prefix}_hi": r["hi"]}
 
-def evaluate_estimators(ts, names=None, fit_frac: float = 0.5, seed: int = 0, n_boot: int = 1000, level: float = 0.95,
-                        n_bins: int = 15, by=("model", "task"), recal_names=None, progress: bool = True) -> EstimatorReport:
+@dataclass
+class _Group:
+    "One group of `evaluate_estimators`: its fit / evaluation traces, labels, paired bootstrap draws and keys."
+    keys: dict          # group-by column -> value
+    fit: object         # TraceSet the probe and recalibrators are fit on
+    ev: object          # TraceSet the metrics are computed on
+    probe: object       # fitted HiddenProbe or None
+    last: np.ndarray    # rows of ev that are a trace's last checkpoint
+    W: dict             # cluster-bootstrap keywords over ev's traces (every row)
+    Wf: dict            # bootstrap keywords over ev's last checkpoints
+    kw: dict            # level, n_bins
+
+def _group(ts, by, key, fit_frac, seed, n_boot, kw, probes) -> _Group | None:
+    "Split one group by problem, fit its probe, draw its paired bootstrap counts; None (warned) if it cannot split."
+    keys = dict(zip(by, key))
+    g = ts.filter(**keys)
+    try: fit, ev = split_by_problem(g, fit_frac, seed)
+    except ValueError as err:
+        warnings.warn(f"evaluate_estimators: group {keys} skipped: {err}", stacklevel=3); return None
+    probe = None
+    if g.hidden is not None and fit.df["correct"].nunique() == 2: probe = probes[key] = fit_probe(fit)
+    grp = ev.df["trace_id"].to_numpy()
+    last = np.r_[grp[1:] != grp[:-1], True]
+    W = dict(groups=grp, counts=bootstrap_counts(int(last.sum()), n_boot, seed))   # paired: one draw per group
+    Wf = dict(counts=bootstrap_counts(int(last.sum()), n_boot, seed))
+    return _Group(keys, fit, ev, probe, last, W, Wf, kw)
+
+# %% ../nbs/04_confidence.ipynb #7f007783
+def _score_row(G: _Group, n, s_fit, s_ev, y_fit, y_ev, base) -> dict:
+    "Checkpoint-level metrics of estimator n: AUROC, PRR (raw), ECE, Brier (Platt), raw ECE, Brier (probabilities)."
+    row = {**base, "estimator": n}
+    bt = bootstrap(s_ev, y_ev, ("auroc", "prr"), **G.W, **G.kw)
+    row.update(_ci("auroc", bt, "auroc")); row.update(_ci("prr", bt, "prr"))
+    if len(np.unique(y_fit)) == 2:
+        p_ev = fit_recalibrator("platt", s_fit, y_fit).predict(s_ev)
+        bt = bootstrap(p_ev, y_ev, ("ece", "brier"), **G.W, **G.kw)
+        row.update(_ci("ece", bt, "ece")); row.update(_ci("brier", bt, "brier"))
+    if REGISTRY[n].probability:
+        bt = bootstrap(s_ev, y_ev, ("ece", "brier"), **G.W, **G.kw)
+        row.update(_ci("ece_raw", bt, "ece")); row.update(_ci("brier_raw", bt, "brier"))
+    return row
+
+def _final_row(G: _Group, n, s_ev, y_ev) -> dict:
+    "Final-answer metrics of estimator n: AUROC and PRR at each evaluation trace's last checkpoint."
+    fb = bootstrap(s_ev[G.last], y_ev[G.last], ("auroc", "prr"), **G.Wf, **G.kw)
+    return {**G.keys, "estimator": n, "n_traces": int(G.last.sum()), "final_accuracy": float(y_ev[G.last].mean()),
+            **_ci("auroc", fb, "auroc"), **_ci("prr", fb, "prr")}
+
+def _recal_rows(G: _Group, n, s_fit, s_ev, y_fit, y_ev):
+    "ECE raw and after each recalibrator (with CI), and the long table of recalibrated probabilities."
+    long = [G.ev.df[["trace_id", "step", "correct"]].assign(**G.keys, estimator=n, method="raw", p=s_ev)]
+    rr = {**G.keys, "estimator": n, **_ci("ece_raw", bootstrap(s_ev, y_ev, ("ece",), **G.W, **G.kw), "ece")}
+    for mth in RECALIBRATORS:
+        p = fit_recalibrator(mth, s_fit, y_fit).predict(s_ev)
+        rr.update(_ci(f"ece_{mth}", bootstrap(p, y_ev, ("ece",), **G.W, **G.kw), "ece"))
+        long.append(long[0].assign(method=mth, p=p))
+    return rr, pd.concat(long, ignore_index=True)
+
+# %% ../nbs/04_confidence.ipynb #76c74b7e
+def _evaluate_group(G: _Group, names, recal_names, out: dict):
+    "Every available estimator of one group, appended to the lists of `out`."
+    use = [n for n in (names or REGISTRY) if n in available(G.ev, probe=G.probe)]
+    y_fit, y_ev = G.fit.df["correct"].to_numpy(bool), G.ev.df["correct"].to_numpy(bool)
+    base = dict(G.keys, n_traces=G.ev.n, n_rows=len(G.ev.df), accuracy=float(y_ev.mean()))
+    sc = G.ev.df[["trace_id", "step", "correct"]].assign(**G.keys)
+    for n in use:
+        kwn = {"probe": G.probe} if REGISTRY[n].trained else {}
+        s_fit, s_ev = on_traces(G.fit, n, **kwn), on_traces(G.ev, n, **kwn)
+        sc[n] = s_ev
+        out["rows"].append(_score_row(G, n, s_fit, s_ev, y_fit, y_ev, base))
+        out["finals"].append(_final_row(G, n, s_ev, y_ev))
+        recal_ok = len(np.unique(y_fit)) == 2 and REGISTRY[n].probability
+        if n in (recal_names or [m for m in use if REGISTRY[m].probability]) and recal_ok:
+            rr, long = _recal_rows(G, n, s_fit, s_ev, y_fit, y_ev)
+            out["recrows"].append(rr); out["recal"].append(long)
+    out["scores"].append(sc)
+
+def evaluate_estimators(ts,                      # a TraceSet
+                        names=None,              # estimators to score (default: every available one)
+                        fit_frac: float = 0.5,   # share of each group's problems the probe / recalibrators are fit on
+                        seed: int = 0,           # split and bootstrap seed
+                        n_boot: int = 1000,      # bootstrap replicates
+                        level: float = 0.95,     # CI level
+                        n_bins: int = 15,        # ECE bins
+                        by=("model", "task"),    # group-by metadata columns
+                        recal_names=None,        # estimators in the recalibration table (default: every probability)
+                        progress: bool = True) -> EstimatorReport:
     """Every available estimator x group: `table` (n_traces, n_rows, accuracy, auroc, prr, ece, brier [Platt],
     ece_raw, brier_raw [probability estimators], each with `_lo`/`_hi` CI), `final` (last checkpoint vs
-    final correctness: auroc, prr with CI), `recal_table` (ECE raw and after each recalibrator, with CI,
-    for `recal_names`, default every probability estimator), `scores` (evaluation rows with raw
-    scores), `recal` (long: evaluation rows x estimator x method -> probability) and the fitted `probes`."""
-    from tqdm.auto import tqdm
-    from adalib.calibration import bootstrap, bootstrap_counts, fit_recalibrator, RECALIBRATORS
+    final correctness: auroc, prr with CI), `recal_table` (ECE raw and after each recalibrator, with CI),
+    `scores` (evaluation rows with raw scores), `recal` (long: evaluation rows x estimator x method ->
+    probability) and the fitted `probes`."""
     by = list(by)
     miss = [b for b in by if b not in ts.meta.columns]
     if miss: raise ValueError(f"group-by metadata column(s) {miss} unknown; available: {list(ts.meta.columns)}")
     keys = ts.meta[by].drop_duplicates().sort_values(by).itertuples(index=False, name=None)
-    kw = dict(level=level, n_bins=n_bins)
-    rows, finals, recrows, scores, recal, probes = [], [], [], [], [], {}
+    out, probes = {k: [] for k in ("rows", "finals", "recrows", "scores", "recal")}, {}
     for key in tqdm(list(keys), desc="estimators by group", disable=not progress):
-        g = ts.filter(**dict(zip(by, key)))
-        try: fit, ev = split_by_problem(g, fit_frac, seed)
-        except ValueError as err:
-            import warnings; warnings.warn(f"evaluate_estimators: group {dict(zip(by, key))} skipped: {err}", stacklevel=2); continue
-        probe = None
-        if g.hidden is not None and fit.df["correct"].nunique() == 2: probe = probes[key] = fit_probe(fit)
-        avail = available(ev, probe=probe)
-        use = [n for n in (names or REGISTRY) if n in avail]
-        y_fit, y_ev = fit.df["correct"].to_numpy(bool), ev.df["correct"].to_numpy(bool)
-        grp = ev.df["trace_id"].to_numpy()
-        last = np.r_[grp[1:] != grp[:-1], True]
-        W = dict(groups=grp, counts=bootstrap_counts(int(last.sum()), n_boot, seed))   # paired: one draw per group
-        Wf = dict(counts=bootstrap_counts(int(last.sum()), n_boot, seed))
-        base = dict(zip(by, key), n_traces=ev.n, n_rows=len(ev.df), accuracy=float(y_ev.mean()))
-        sc = ev.df[["trace_id", "step", "correct"]].assign(**dict(zip(by, key)))
-        for n in use:
-            e = REGISTRY[n]; kwn = {"probe": probe} if e.trained else {}
-            s_fit, s_ev = on_traces(fit, n, **kwn), on_traces(ev, n, **kwn)
-            sc[n] = s_ev
-            row = {**base, "estimator": n}
-            bt = bootstrap(s_ev, y_ev, ("auroc", "prr"), **W, **kw)
-            row.update(_ci("auroc", bt, "auroc")); row.update(_ci("prr", bt, "prr"))
-            both = len(np.unique(y_fit)) == 2
-            if both:
-                p_ev = fit_recalibrator("platt", s_fit, y_fit).predict(s_ev)
-                bt = bootstrap(p_ev, y_ev, ("ece", "brier"), **W, **kw)
-                row.update(_ci("ece", bt, "ece")); row.update(_ci("brier", bt, "brier"))
-            if e.probability:
-                bt = bootstrap(s_ev, y_ev, ("ece", "brier"), **W, **kw)
-                row.update(_ci("ece_raw", bt, "ece")); row.update(_ci("brier_raw", bt, "brier"))
-            rows.append(row)
-            fb = bootstrap(s_ev[last], y_ev[last], ("auroc", "prr"), **Wf, **kw)
-            finals.append({**dict(zip(by, key)), "estimator": n, "n_traces": int(last.sum()),
-                           "final_accuracy": float(y_ev[last].mean()), **_ci("auroc", fb, "auroc"), **_ci("prr", fb, "prr")})
-            if (n in (recal_names or [m for m in use if REGISTRY[m].probability])) and both and e.probability:
-                long = [ev.df[["trace_id", "step", "correct"]].assign(**dict(zip(by, key)), estimator=n, method="raw", p=s_ev)]
-                rr = {**dict(zip(by, key)), "estimator": n, **_ci("ece_raw", bootstrap(s_ev, y_ev, ("ece",), **W, **kw), "ece")}
-                for mth in RECALIBRATORS:
-                    p = fit_recalibrator(mth, s_fit, y_fit).predict(s_ev)
-                    rr.update(_ci(f"ece_{mth}", bootstrap(p, y_ev, ("ece",), **W, **kw), "ece"))
-                    long.append(long[0].assign(method=mth, p=p))
-                recrows.append(rr); recal.append(pd.concat(long, ignore_index=True))
-        scores.append(sc)
+        G = _group(ts, by, key, fit_frac, seed, n_boot, dict(level=level, n_bins=n_bins), probes)
+        if G is not None: _evaluate_group(G, names, recal_names, out)
     cat = lambda xs: pd.concat(xs, ignore_index=True) if xs else pd.DataFrame()
     ci = lambda *ms: [f"{m}{s}" for m in ms for s in ("", "_lo", "_hi")]
-    table = pd.DataFrame(rows).reindex(columns=by + ["estimator", "n_traces", "n_rows", "accuracy"]
-                                       + ci("auroc", "prr", "ece", "brier", "ece_raw", "brier_raw"))
-    final = pd.DataFrame(finals).reindex(columns=by + ["estimator", "n_traces", "final_accuracy"] + ci("auroc", "prr"))
-    rt = pd.DataFrame(recrows).reindex(columns=by + ["estimator"] + ci("ece_raw", *[f"ece_{m}" for m in RECALIBRATORS]))
-    return EstimatorReport(table, final, rt, cat(scores), cat(recal), probes)
+    table = pd.DataFrame(out["rows"]).reindex(columns=by + ["estimator", "n_traces", "n_rows", "accuracy"]
+                                              + ci("auroc", "prr", "ece", "brier", "ece_raw", "brier_raw"))
+    final = pd.DataFrame(out["finals"]).reindex(columns=by + ["estimator", "n_traces", "final_accuracy"] + ci("auroc", "prr"))
+    rt = pd.DataFrame(out["recrows"]).reindex(columns=by + ["estimator"] + ci("ece_raw", *[f"ece_{m}" for m in RECALIBRATORS]))
+    return EstimatorReport(table, final, rt, cat(out["scores"]), cat(out["recal"]), probes)
 
 # %% ../nbs/04_confidence.ipynb #e87673ea
 def signal_frame(ts, names=None, probe=None, **kw) -> pd.DataFrame:
@@ -465,15 +413,13 @@ def make_explorer(traceset, names=None, probe=None, frame: pd.DataFrame | None =
     """ipywidgets explorer: a signal dropdown and a threshold slider; shows coverage, accuracy and the
     confusion matrix from `adalib.calibration.explore_threshold`. Returns the widget (a VBox); its
     `.result` attribute holds the last result dict."""
-    import ipywidgets as W
-    from adalib.calibration import explore_threshold
     fr = frame if frame is not None else signal_frame(traceset, names, probe)
     cols = [c for c in fr.columns if c not in ("trace_id", "step", "correct")]
     if not cols: raise ValueError("no estimator to explore; pass names=[...] available on these traces")
-    dd = W.Dropdown(options=cols, value=cols[0], description="signal")
-    sl = W.FloatSlider(description="threshold", continuous_update=False, readout_format=".3f")
-    html = W.HTML()
-    box = W.VBox([dd, sl, html])
+    dd = widgets.Dropdown(options=cols, value=cols[0], description="signal")
+    sl = widgets.FloatSlider(description="threshold", continuous_update=False, readout_format=".3f")
+    html = widgets.HTML()
+    box = widgets.VBox([dd, sl, html])
 
     def _range(*_):
         v = fr[dd.value].to_numpy(float)

@@ -13,6 +13,9 @@ from sklearn.preprocessing import StandardScaler
 
 from adalib import confidence as C
 from adalib.calibration import auroc
+from adalib.generate import generate_batch
+from adalib.models import new_tiny_reasoner
+from adalib.tasks import get_family
 from adalib.traces import TraceSet, synthetic_traces
 
 SIGS = ("answer_prob", "answer_negent", "eot_negent", "win_negent", "win_maxprob", "win_margin", "win_logprob", "win_minprob")
@@ -220,11 +223,24 @@ def test_bad_split_frac():
     with pytest.raises(ValueError, match=r"frac must be in \(0, 1\)"): C.split_by_problem(traces(hidden=False), 1.5, 0)
 
 
+def test_available_is_a_generic_check_of_requirements(monkeypatch):
+    "A new registry row is offered exactly when its declared requirements are met; no name is special-cased."
+    ts, bare = traces(samples=2, hidden=True), traces(samples=1, hidden=False)
+    new = C.Estimator("new_one", "a test estimator", ("hidden",), None, None, traces=lambda ts: np.zeros(len(ts.df)),
+                      requires=("sig_answer_prob", "hidden", "samples"))
+    monkeypatch.setitem(C.REGISTRY, "new_one", new)
+    assert "new_one" in C.available(ts) and "new_one" not in C.available(bare)
+    np.testing.assert_array_equal(C.on_traces(ts, "new_one"), 0.0)
+    no_logprob = TraceSet.from_frames(bare.df.drop(columns=["sig_win_logprob"]), bare.meta.reset_index())
+    got = C.available(no_logprob)
+    assert "neg_perplexity" not in got and "mean_logprob" not in got and "max_prob" in got
+    for e in C.REGISTRY.values():
+        assert all(r.startswith("sig_") or r in C.REQUIREMENTS for r in e.requires), e.name
+    with pytest.raises(ValueError, match="unknown requirement 'gpu'"): C.meets("gpu", ts)
+
+
 def test_sampled_self_consistency_end_to_end():
     """Problems are regenerated from trace metadata and m traces per problem are sampled with adalib.generate."""
-    from adalib.generate import generate_batch
-    from adalib.models import new_tiny_reasoner
-    from adalib.tasks import get_family
     torch.manual_seed(0)
     lm = new_tiny_reasoner(seed=0)
     probs = get_family("chain_sum").generate(2, 1, seed=5)

@@ -1,6 +1,7 @@
-"""Tests of adalib.generate: probes do not disturb the main generation, batching is invisible,
-signals and hidden states match an independent full forward pass / transformers' own greedy
-generate, shards resume after a kill, accuracy-vs-budget matches a brute-force loop, bad input."""
+"""Tests of adalib.generate and adalib.shards: the Decoder reproduces the closure-based generate_batch
+bit for bit (tests/fixtures/generate_ref.json), probes do not disturb the main generation, batching is
+invisible, signals and hidden states match an independent full forward pass / transformers' own
+greedy generate, shards resume after a kill, accuracy-vs-budget matches a brute-force loop, bad input."""
 import json, os, signal, subprocess, sys, textwrap, time
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,14 +11,17 @@ import pandas as pd
 import pytest
 import torch
 
-from adalib.generate import (SIGNALS, accuracy_vs_budget, generate_batch, plan_shards, run_traces, shard_seed,
-                             trace_id)
-from adalib.models import toy_lm
+from adalib.generate import SIGNALS, Decoder, generate_batch, trace_id
+from adalib.models import new_tiny_reasoner, toy_lm
+from adalib.shards import accuracy_vs_budget, generate_run, model_loader, plan_shards, run_traces, shard_seed
+from adalib.tasks import get_family
 from adalib.tasks import Problem
 from adalib.traces import TraceSet, synthetic_traces
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "fixtures"))
+import make_generate_ref as REF   # noqa: E402
 
 QS = [("3+4", "7"), ("9-2+1", "8"), ("5+5+5+5", "20"), ("1", "1"), ("long question 12345+6789", "x"),
       ("abc", "c"), ("zz", "z"), ("q", "q")]
@@ -47,6 +51,42 @@ def test_probes_do_not_disturb_main_tokens(lm, temperature, every):
     b = generate_batch(lm, PROBS, budget=40, probes=False, temperature=temperature, seed=11, **KW)
     assert a.tokens == b.tokens and a.stop == b.stop
     assert len(a.df) > 0 and b.df.empty
+
+
+@pytest.fixture(scope="module")
+def ref_lms():
+    return {k: f() for k, f in REF.LMS.items()}
+
+
+@pytest.mark.parametrize("name", list(REF.CONFIGS))
+def test_decoder_reproduces_the_recorded_generate_batch(ref_lms, name):
+    """Tokens, stop reasons, answers, every signal (exact float repr), metadata and hidden-state bytes equal
+    those of the closure-based generate_batch recorded before the Decoder refactor."""
+    want = json.loads((ROOT / "tests" / "fixtures" / "generate_ref.json").read_text())[name]
+    got = json.loads(json.dumps(REF.record(REF.run_config(name, ref_lms)), sort_keys=True))
+    for k in ("tokens", "stop", "df", "meta", "hidden"):
+        assert got[k] == want[k], f"{name}: {k} differs from the recorded output"
+
+
+def test_decoder_methods_step_by_step(lm):
+    "prefill / step / finish / flush / probe used by hand give the same checkpoints as run()."
+    kw = dict(budget=8, probe_every=4, **KW)
+    d = Decoder(lm, PROBS[:3], **kw).prefill()
+    assert d.fwd.length == d.P and d.logits.shape[0] == 3
+    s = 0
+    for s in range(1, 9):
+        if not d.step(s): break
+        assert d.fwd.length == d.mask.shape[1]
+        if s % 4 == 0 or s == 8 or 4 * len(d.stopped) >= len(d.live):
+            n = d.fwd.length
+            d.flush(s, s % 4 == 0 or s == 8)
+            assert d.fwd.length == n and not d.stopped   # probes are cropped, stopped rows are gone
+    for r in d.live.tolist():
+        if d.active[r]: d.finish(r, 8, "budget")
+    d.probe(d._pending(), d.s_fed)
+    a, b = d.result(), generate_batch(lm, PROBS[:3], **kw)
+    assert a.tokens == b.tokens and a.meta == b.meta
+    pd.testing.assert_frame_equal(a.df, b.df)
 
 
 def test_batched_equals_unbatched(lm, batch):
@@ -145,8 +185,6 @@ def test_sampling_is_seeded(lm):
 
 def test_accepts_adalib_models_lm():
     "An adalib.models.LM (random TinyReasoner) on a real task family with its reasoning-gym verifier."
-    from adalib.models import new_tiny_reasoner
-    from adalib.tasks import get_family
     lm = new_tiny_reasoner("tiny-reasoner-small", seed=0)
     probs = get_family("chain_sum").generate(3, 1, seed=0)
     b = generate_batch(lm, probs, budget=8, probe_every=4)
@@ -178,7 +216,7 @@ RUN_KW = dict(tasks=["chain_sum", "spell_backward"], difficulties=[1, 3], n_prob
 SCRIPT = textwrap.dedent(f"""
     import sys, torch
     torch.set_num_threads(1)
-    from adalib.generate import run_traces
+    from adalib.shards import run_traces
     from adalib.models import toy_lm
     lm = toy_lm(0, bias={{"#": 2.0}}, think_end="##")
     run_traces(lm, sys.argv[1], **{RUN_KW!r})
@@ -273,6 +311,16 @@ def test_accuracy_vs_budget_bad_column():
     ts = synthetic_traces(5, 3, seed=0)
     with pytest.raises(ValueError, match="metadata column\\(s\\) \\['family'\\] unknown"):
         accuracy_vs_budget(ts, by=["family"])
+
+
+def test_generate_run_renames_the_checkpoint(tmp_path):
+    loaders = {"toy": lambda: toy_lm(0, bias={"#": 2.0}, think_end="##")}
+    spec = dict(model="toy", tasks=["chain_sum"], difficulties=[1], n_problems=2, batch_size=1, budget=4, probe_every=2)
+    log = generate_run("toy-forced", {**spec, "force_thinking": False}, tmp_path, loaders=loaders)
+    assert log == {"model": "toy-forced", "shards": 2, "written_now": 2, "already_there": 0}
+    assert set(TraceSet.read(tmp_path / "toy-forced").meta["model"]) == {"toy-forced"}
+    with pytest.raises(ValueError, match="run 'x' names model 'nope'; known: \\['toy'\\]"):
+        model_loader("x", "nope", loaders=loaders)
 
 
 def test_loader_needs_a_name(tmp_path):
