@@ -19,7 +19,8 @@ from .calibration import RECALIBRATORS, bootstrap, bootstrap_counts, explore_thr
 from .estimators import (_answer_codes, answer_negent, answer_prob, answer_stability, eot_negent, margin, max_prob,
                                mean_logprob, min_prob, neg_entropy, neg_perplexity, self_consistency)
 from .generate import generate_batch
-from .stopping import ema, stability   # moving to adalib.exits (issue 13); rewired at merge
+from .exits import ema, stability
+from .splits import split_keys
 from .tasks import get_family
 from .traces import TraceSet
 
@@ -70,14 +71,9 @@ def fit_probe(train, C: float = 1.0) -> HiddenProbe:
 def split_by_problem(ts, frac: float, seed: int):
     """Seeded split of a TraceSet by problem (metadata `problem_id`; by trace if absent): round(frac·P)
     problems, with all their samples, go to the first part. Returns (first, second)."""
-    if not 0 < frac < 1: raise ValueError(f"frac must be in (0, 1), got {frac}")
     key = ts.meta["problem_id"].astype(str) if "problem_id" in ts.meta.columns else pd.Series(ts.trace_ids, index=ts.meta.index)
-    probs = np.array(sorted(pd.unique(key)), dtype=object)
-    k = int(round(frac * len(probs)))
-    if k < 1 or k >= len(probs): raise ValueError(f"frac={frac} of {len(probs)} problems leaves an empty side; use more traces or another frac")
-    first = set(probs[np.random.default_rng(seed).permutation(len(probs))[:k]])
-    in_first = key.isin(first).to_numpy()
-    return ts.subset(ts.trace_ids[in_first]), ts.subset(ts.trace_ids[~in_first])
+    a, b = split_keys(key.to_numpy(), frac, seed)
+    return ts.subset(ts.trace_ids[a]), ts.subset(ts.trace_ids[b])
 
 # %% ../nbs/04_confidence.ipynb #6a6a6b1c
 def _row_codes(ts):
@@ -118,7 +114,7 @@ def self_consistency_signal(ts, min_samples: int = 2) -> np.ndarray:
     return to_rows(ts, sc)
 
 def smoothed_signal(ts, base: str = "answer_prob", kind: str = "ema", beta: float = 0.5) -> np.ndarray:
-    "A recorded signal smoothed causally along each trace with adalib.stopping's `ema` or `stability` (1 - EW variance)."
+    "A recorded signal smoothed causally along each trace with adalib.exits' `ema` or `stability` (1 - EW variance)."
     P = ts.arrays()
     x = P.signal(base)
     f = {"ema": ema, "stability": stability}.get(kind)
@@ -129,7 +125,7 @@ def smoothed_signal(ts, base: str = "answer_prob", kind: str = "ema", beta: floa
 def problems_of(ts) -> list:
     "The adalib.tasks Problem of each trace of ts (in ts order), regenerated from its metadata."
     need = [c for c in ("task", "difficulty", "problem_id", "problem_seed") if c not in ts.meta.columns]
-    if need: raise ValueError(f"cannot regenerate problems: metadata column(s) {need} missing (traces written by adalib.generate.run_traces have them)")
+    if need: raise ValueError(f"cannot regenerate problems: metadata column(s) {need} missing (traces written by adalib.shards.run_traces have them)")
     m = ts.meta
     idx = m["problem_id"].astype(str).str.rsplit("-", n=1).str[-1]
     if not idx.str.isdigit().all(): raise ValueError(f"problem_id must end in '-<index>', got e.g. {m['problem_id'].iloc[0]!r}")
@@ -244,9 +240,9 @@ REGISTRY: dict[str, Estimator] = {e.name: e for e in [
        ("samples",), self_consistency, None, traces=self_consistency_signal, probability=True, requires=("samples",)),
     _E("probe", "P(correct) from a logistic regression on standardised hidden states, fit on disjoint traces",
        ("hidden",), None, None, traces=lambda ts, probe: probe.score(_need_hidden(ts)), probability=True, trained=True, requires=("hidden", "probe")),
-    _E("ema_answer_prob", "EMA s_t = β s_{t-1} + (1-β) x_t of answer_prob (β=0.5; adalib.stopping.ema)", ("signal",),
+    _E("ema_answer_prob", "EMA s_t = β s_{t-1} + (1-β) x_t of answer_prob (β=0.5; adalib.exits.ema)", ("signal",),
        None, None, traces=lambda ts, base="answer_prob", beta=0.5: smoothed_signal(ts, base, "ema", beta), probability=True, requires=("sig_answer_prob",)),
-    _E("emvar_answer_prob", "1 - exponentially weighted variance of answer_prob (β=0.5, v0=0.25; adalib.stopping.stability)",
+    _E("emvar_answer_prob", "1 - exponentially weighted variance of answer_prob (β=0.5, v0=0.25; adalib.exits.stability)",
        ("signal",), None, None, traces=lambda ts, base="answer_prob", beta=0.5: smoothed_signal(ts, base, "stability", beta),
        probability=True, requires=("sig_answer_prob",)),
 ]}

@@ -110,7 +110,7 @@ def test_self_consistency_signal_matches_loop():
 
 
 def test_smoothers_are_stoppings():
-    from adalib.stopping import ema, stability
+    from adalib.exits import ema, stability
     ts = traces(hidden=False)
     P = ts.arrays()
     assert np.allclose(C.on_traces(ts, "ema_answer_prob"), C.to_rows(ts, ema(P.signal("answer_prob"), 0.5, P.lengths)))

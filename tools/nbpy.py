@@ -1,7 +1,7 @@
 """Edit nbdev notebooks as plain text, keeping cell ids (so `adalib/*.py` does not churn).
 
-    python tools/nbpy.py topy nbs/07_stopping.ipynb  > /tmp/07.py    # notebook -> percent script
-    python tools/nbpy.py tonb /tmp/07.py nbs/07_stopping.ipynb      # percent script -> notebook
+    python tools/nbpy.py topy nbs/07b_stopping.ipynb  > /tmp/07b.py    # notebook -> percent script
+    python tools/nbpy.py tonb /tmp/07b.py nbs/07b_stopping.ipynb      # percent script -> notebook
 
 Each cell starts with a marker line:
 
