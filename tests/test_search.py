@@ -2,9 +2,10 @@
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
+from adalib.training import encode_example
 from adalib.search import (Countdown, solve, brute_force_values, trace_lines, gold_answer, check_answer, forced_answer,
                            example_text, parse_line, parse_steps, replay_lines, to_expression, make_problems, make_grid,
-                           search_stats, stats_table, word_tokenizer, count_tokens, reachable_counts, OPS, END_THINK)
+                           search_stats, stats_table, word_tokenizer, count_tokens, reachable_counts, OPS, END_THINK, as_problem)
 
 small = st.tuples(st.lists(st.integers(1, 12), min_size=2, max_size=4), st.integers(1, 150), st.sampled_from(["+-*", "+-*/"]))
 
@@ -100,9 +101,7 @@ def test_bad_parameters(kw, msg):
     with pytest.raises(ValueError, match="1..999"): Countdown((1, 2), 0)
 
 def test_as_problem_fits_tiny_reasoner_layout():
-    "models.encode_example (TinyReasoner's training layout) writes exactly example_text, in word tokens."
-    from adalib.models import encode_example
-    from adalib.search import as_problem
+    "training.encode_example (TinyReasoner's training layout) writes exactly example_text, in word tokens."
     tok = word_tokenizer()
     for i, p in enumerate(make_grid(2, seed=6)):
         pr, co = example_text(p)
