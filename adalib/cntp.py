@@ -69,7 +69,7 @@ def _stop_at(lm, toks, eos, tail_w) -> tuple | None:
 def _ends_trial(lm, trial, delims) -> bool:
     return lm.tokenizer.decode(trial[-8:], skip_special_tokens=False).endswith(delims)
 
-# %% ../nbs/03d_cntp.ipynb #2afc4518
+# %% ../nbs/03d_cntp.ipynb #3ed1e5f3
 def _run_trials(lm, st, n, temperature, gen, delims, room, eos):
     "Sample n trials in lockstep from `st`; keep the lowest-perplexity one. Returns (tokens, log) and moves `st` to it."
     L0, logits = st.L, st.logits.expand(n, -1)
@@ -92,8 +92,9 @@ def _run_trials(lm, st, n, temperature, gen, delims, room, eos):
     ppl = [math.exp(-np.mean(lp)) for lp in lps]
     w = int(np.argmin(ppl))
     st.cache.batch_select_indices(torch.tensor([w], device=st.dev))
-    st.cache.crop(-(st.L - L0 - len(trials[w])))
-    st.L = L0 + len(trials[w])
+    extra = st.L - L0 - len(trials[w])        # tokens fed after the kept trial ended (negative: its last token was never fed)
+    if extra > 0: st.cache.crop(-extra)
+    st.L = min(st.L, L0 + len(trials[w]))
     if after[w] is not None: st.logits = after[w]
     return trials[w], dict(n=n, lengths=[len(t) for t in trials], ppl=ppl, chosen=w, trials=trials)
 
