@@ -13,7 +13,7 @@ from .generate import _check_int, _encode, _eos_ids
 from .tasks import extract_answer, get_family
 
 # %% auto #0
-__all__ = ['trials_for_entropy', 'cntp_decode', 'cntp_run']
+__all__ = ['trials_for_entropy', 'cntp_decode', 'cntp_run', 'method_row']
 
 # %% ../nbs/03d_cntp.ipynb #9b5470b5
 def trials_for_entropy(h, low, high, max_trials) -> np.ndarray:
@@ -166,3 +166,22 @@ def cntp_run(lm, problems, seed=0, **kw) -> pd.DataFrame:
         rows.append(dict(problem_id=p.id, family=p.family, difficulty=int(p.difficulty),
                          **{k: v for k, v in r.items() if k != "tokens"}))
     return pd.DataFrame(rows)
+
+# %% ../nbs/03d_cntp.ipynb #103b3901
+def method_row(name,            # method name
+               correct,         # (P,) per-problem correctness (or accuracy averaged over samples)
+               cost,            # (P,) per-problem cost (tokens sampled)
+               ref=None,        # (P,) the reference's per-problem correctness for a paired difference
+               n_boot=1000, seed=0, level=0.95, **extra) -> dict:
+    "Accuracy with a bootstrap CI over problems, mean cost and, given `ref`, accuracy minus ref with a paired CI."
+    c, cost = np.asarray(correct, float), np.asarray(cost, float)
+    if c.ndim != 1 or cost.shape != c.shape: raise ValueError(f"correct and cost must be (P,) arrays of one length, got {c.shape} and {cost.shape}")
+    idx = np.random.default_rng(seed).integers(0, len(c), (n_boot, len(c)))
+    q = [(1 - level) / 2, (1 + level) / 2]
+    lo, hi = np.quantile(c[idx].mean(1), q)
+    row = dict(method=name, accuracy=float(c.mean()), accuracy_lo=float(lo), accuracy_hi=float(hi), tokens=float(cost.mean()), **extra)
+    if ref is not None:
+        d = c - np.asarray(ref, float)
+        dlo, dhi = np.quantile(d[idx].mean(1), q)
+        row.update(minus_ref=float(d.mean()), minus_ref_lo=float(dlo), minus_ref_hi=float(dhi))
+    return row
