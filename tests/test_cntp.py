@@ -69,9 +69,10 @@ def test_run_frame(lm, probs):
 
 def test_trials_ending_in_eos():
     "Every trial ends at EOS (never fed): the kept trial ends the trace without touching the cache."
-    lm = toy_lm(seed=2, bias={"</s>": 6.0})
+    lm = toy_lm(seed=2, bias={"</s>": 30.0})
     p = make_grid(families=["chain_sum"], difficulties=[1], n=1, seed=4)[0]
     log = []
     out = cntp_decode(lm, p, budget=12, temperature=1.0, seed=1, low=-1.0, high=0.0, max_trials=3, log=log)
     assert out["stop_reason"] == "eos" and out["tokens"][-1] == lm.tokenizer.eos_token_id
     assert out["trial_events"] == len(log) >= 1
+    assert all(t[-1] == lm.tokenizer.eos_token_id and len(t) == 1 for t in log[-1]["trials"])   # the path that once cropped +1
