@@ -16,8 +16,8 @@ from .truncnorm import fit_truncnorm, truncnorm_cdf
 __all__ = ['POOL_COLUMNS', 'PoolArrays', 'pool_arrays', 'synthetic_pool', 'pass_at_k', 'coverage_curve', 'CoverageLaw',
            'fit_coverage_law', 'coverage_law_ci', 'pass1_distribution', 'orderings', 'Tally', 'tally', 'Replay',
            'SamplingRule', 'SCFixed', 'BestOfN', 'ESC', 'asc_stop_probability', 'ASC', 'OptScale', 'VoteShare',
-           'summarise', 'replay_table', 'paired_difference', 'sampler_losses', 'RiskSampler', 'evaluate_risk_sampler',
-           'risk_summary']
+           'summarise', 'replay_table', 'paired_difference', 'sc_samples_for', 'sampler_losses', 'RiskSampler',
+           'evaluate_risk_sampler', 'risk_summary']
 
 # %% ../nbs/12_sampling.ipynb #4c7c9f40
 POOL_COLUMNS = ("problem_id", "sample", "answer", "correct", "answer_prob")
@@ -413,7 +413,15 @@ def paired_difference(a: Replay, b: Replay, n_boot: int = 1000, seed: int = 0, l
     return dict(a=a.name, b=b.name, d_accuracy=float(da.mean()), d_accuracy_lo=float(alo), d_accuracy_hi=float(ahi),
                 d_samples=float(dn.mean()), d_samples_lo=float(slo), d_samples_hi=float(shi))
 
-# %% ../nbs/12_sampling.ipynb #6d58d950
+# %% ../nbs/12_sampling.ipynb #52161b6e
+def sc_samples_for(sc: pd.DataFrame, accuracy) -> np.ndarray:
+    "Samples SC@N needs for `accuracy`: interpolated on the running best of its (mean_samples, accuracy) rows; NaN beyond its best."
+    d = sc.sort_values("mean_samples")
+    acc, n = np.maximum.accumulate(d.accuracy.to_numpy(float)), d.mean_samples.to_numpy(float)
+    keep = np.r_[True, np.diff(acc) > 0]
+    return np.interp(np.asarray(accuracy, float), acc[keep], n[keep], left=n[0], right=np.nan)
+
+# %% ../nbs/12_sampling.ipynb #32e73ea3
 def sampler_losses(pa: PoolArrays, orders, lams, weighted: bool = False, min_samples: int = 3, max_samples: int | None = None,
                    tally_: Tally | None = None) -> dict:
     "Per problem and λ (P, L), averaged over orderings: losses 'agree_max' and 'wrong_gap', 'n_used', 'correct'; 'budget_correct' (P,) of SC@N_max."
@@ -430,7 +438,7 @@ def sampler_losses(pa: PoolArrays, orders, lams, weighted: bool = False, min_sam
             out[k][:, j] = v.mean(0)
     return out
 
-# %% ../nbs/12_sampling.ipynb #be3ef170
+# %% ../nbs/12_sampling.ipynb #664a3b14
 class RiskSampler(RiskController):
     "Vote-share sampler whose λ is certified by LTT: P(answer ≠ SC@N_max) ≤ α (agree_max) or P(wrong) − P(wrong@N_max) ≤ α (wrong_gap)."
     def __init__(self, alpha: float = 0.1, delta: float = 0.1,
@@ -476,7 +484,7 @@ class _Budget(SamplingRule):
         N = self.cap(pa.m)
         return np.full(tl.leader.shape[:2], N - 1), tl.leader[..., N - 1]
 
-# %% ../nbs/12_sampling.ipynb #25526682
+# %% ../nbs/12_sampling.ipynb #50258564
 def evaluate_risk_sampler(pa: PoolArrays, alphas, n_splits: int = 200, seed: int = 0, delta: float = 0.1, n_orders: int = 20,
                           cal_frac: float = 0.5, **sampler) -> pd.DataFrame:
     """Realized risk of `RiskSampler(alpha, delta, **sampler)` over seeded problem splits: one row per (alpha, split)
