@@ -329,3 +329,46 @@ def test_rules_and_orders_reject_bad_input():
                    (lambda: ASC(1.5), "threshold must be"), (lambda: VoteShare(0.0), "lam must be"), (lambda: BestOfN(3, "best"), "select must be"),
                    (lambda: tally(pa, od[:, :3]), "orders must have shape"), (lambda: OptScale(1.2), "target and percentile")]:
         with pytest.raises(ValueError, match=msg): f()
+
+
+# ---------------------------------------------------------------- properties of the tally on arbitrary vote sequences
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b", "c", "d", ""]), st.sampled_from([0.0, 0.25, 0.5, 1.0])), min_size=1, max_size=14))
+def test_tally_equals_naive_loop_on_any_sequence(draws):
+    m = len(draws)
+    df = pd.DataFrame({"problem_id": 0, "sample": range(m), "answer": [a for a, _ in draws], "correct": [a == "a" for a, _ in draws],
+                       "answer_prob": [f for _, f in draws]})
+    pa = pool_arrays(df)
+    tl = tally(pa, np.arange(m)[None, None])
+    ref = naive_paths(pa.answers[0], pa.conf[0])
+    for k in ("leader", "top1", "top2", "wleader", "crew"):
+        assert tl.__dict__[k][0, 0].tolist() == [r[k] for r in ref], k
+    assert np.allclose(tl.wshare[0, 0], [r["wshare"] for r in ref])
+    assert (tl.top1 >= tl.top2).all() and (np.diff(tl.top1[0, 0]) >= 0).all()
+
+
+# ---------------------------------------------------------------- summaries
+def test_summarise_paired_difference_and_matched_samples():
+    from adalib.sampling import paired_difference, replay_table, sc_samples_for, summarise
+    pa, od = random_pool(10, P=80)
+    tab, reps = replay_table(pa, [SCFixed(n) for n in (1, 3, 6, 12)] + [ASC(0.9)], od, n_boot=300)
+    s = summarise(reps["SC@12"], n_boot=300)
+    assert s["accuracy"] == pytest.approx(reps["SC@12"].correct.mean()) and s["accuracy_lo"] <= s["accuracy"] <= s["accuracy_hi"]
+    assert s["samples_lo"] == s["samples_hi"] == 12
+    by_o = summarise(reps["SC@12"], n_boot=300, by="orderings")
+    assert by_o["accuracy"] == pytest.approx(s["accuracy"]) and by_o["accuracy_hi"] - by_o["accuracy_lo"] < s["accuracy_hi"] - s["accuracy_lo"]
+    d = paired_difference(reps["ASC(0.9)"], reps["SC@12"], n_boot=300)
+    assert d["d_samples"] == pytest.approx(reps["ASC(0.9)"].n_used.mean() - 12) and d["d_samples_lo"] <= d["d_samples"] <= d["d_samples_hi"]
+    assert d["d_accuracy"] == pytest.approx(reps["ASC(0.9)"].correct.mean() - reps["SC@12"].correct.mean())
+    sc = tab[tab.rule.str.startswith("SC@")]
+    best = np.maximum.accumulate(sc.sort_values("mean_samples").accuracy.to_numpy())
+    n = sc_samples_for(sc, best)
+    assert np.allclose(n[np.r_[True, np.diff(best) > 0]], sc.sort_values("mean_samples").mean_samples.to_numpy()[np.r_[True, np.diff(best) > 0]])
+    with pytest.raises(ValueError, match="by must be"): summarise(reps["SC@12"], by="x")
+
+
+def test_subset_pool_replays_like_the_full_pool_on_those_problems():
+    pa, od = random_pool(12, P=40)
+    idx = np.array([3, 7, 19, 30])
+    full, part = ASC(0.9).replay(pa, od), ASC(0.9).replay(pa.subset(idx), od[:, idx])
+    assert (full.n_used[:, idx] == part.n_used).all() and (full.correct[:, idx] == part.correct).all()
