@@ -724,4 +724,6 @@ d = { 'settings': { 'branch': 'main',
                                   'adalib.truncnorm._tn_objective': ('truncnorm.html#_tn_objective', 'adalib/truncnorm.py'),
                                   'adalib.truncnorm._unnat': ('truncnorm.html#_unnat', 'adalib/truncnorm.py'),
                                   'adalib.truncnorm.fit_truncnorm': ('truncnorm.html#fit_truncnorm', 'adalib/truncnorm.py'),
+                                  'adalib.truncnorm.max_of_n_quantile': ('truncnorm.html#max_of_n_quantile', 'adalib/truncnorm.py'),
+                                  'adalib.truncnorm.n_for_target': ('truncnorm.html#n_for_target', 'adalib/truncnorm.py'),
                                   'adalib.truncnorm.truncnorm_cdf': ('truncnorm.html#truncnorm_cdf', 'adalib/truncnorm.py')}}}

@@ -8,7 +8,7 @@ import numpy as np
 from scipy import special, stats
 
 # %% auto #0
-__all__ = ['fit_truncnorm', 'truncnorm_cdf']
+__all__ = ['fit_truncnorm', 'truncnorm_cdf', 'max_of_n_quantile', 'n_for_target']
 
 # %% ../nbs/12a_truncnorm.ipynb #2f3cad8a
 _MU, _LS = np.linspace(-1.0, 2.0, 31), np.linspace(np.log(0.005), np.log(3.0), 31)
@@ -99,7 +99,7 @@ def _newton_steps(th, f, n_iter):
         th = np.where((fn.max(-1) > v[:, 1, 1])[:, None], new[np.arange(len(new)), fn.argmax(-1)], th)
     return th
 
-# %% ../nbs/12a_truncnorm.ipynb #3e8073a4
+# %% ../nbs/12a_truncnorm.ipynb #6ce25a97
 def fit_truncnorm(x, prior=None, prior_scale=(0.1, 0.5), chunk: int = 2048) -> tuple:
     """(μ, σ) of a normal truncated to [0, 1], fitted along the last axis of `x` (vectorised over the rest):
     MLE, or MAP with `prior` = (μ₀, σ₀) (scalars or arrays of x's leading shape) and prior s.d. `prior_scale` on (μ, log σ)."""
@@ -116,3 +116,14 @@ def fit_truncnorm(x, prior=None, prior_scale=(0.1, 0.5), chunk: int = 2048) -> t
 def truncnorm_cdf(t, mu, sigma) -> np.ndarray:
     "CDF at t of the normal (μ, σ) truncated to [0, 1]."
     return stats.truncnorm.cdf(t, -mu / sigma, (1 - mu) / sigma, loc=mu, scale=sigma)
+
+def max_of_n_quantile(q, n, mu, sigma) -> np.ndarray:
+    "The q-quantile of the maximum of n i.i.d. scores: F⁻¹(q^(1/n)), since P(max ≤ x) = F(x)^n."
+    return stats.truncnorm.ppf(np.asarray(q, float) ** (1 / np.asarray(n, float)), -mu / sigma, (1 - mu) / sigma, loc=mu, scale=sigma)
+
+def n_for_target(target, percentile, mu, sigma) -> np.ndarray:
+    "Smallest N with P(max of N ≥ target) ≥ percentile: ⌈log(1 − percentile) / log F(target)⌉ (inf if F(target) = 1, 1 if 0)."
+    F = np.clip(truncnorm_cdf(target, mu, sigma), 0, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = np.ceil(np.log1p(-percentile) / np.log(F) - 1e-9)        # - 1e-9: an exact integer ratio is not rounded up
+    return np.where(F >= 1, np.inf, np.where(F <= 0, 1.0, n))
