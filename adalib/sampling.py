@@ -340,7 +340,7 @@ class ASC(SamplingRule):
     def _stop(self, tl, pa):
         cap, m = self.cap(pa.m), pa.m
         table = asc_stop_probability(np.arange(m + 1)[:, None], np.arange(m + 1)[None, :], self.prior)   # (a, b) lookup
-        mask = (table[tl.top1, tl.top2] >= self.threshold) & (np.arange(m) + 1 >= self.min_samples)
+        mask = (table[tl.top1, tl.top2] >= self.threshold) & (np.arange(m) + 1 >= _check_n("min_samples", self.min_samples, m))
         idx = _first(mask, cap)
         return idx, _at(tl.leader, idx)
 
@@ -373,7 +373,7 @@ class VoteShare(SamplingRule):
     def _stop(self, tl, pa):
         cap = self.cap(pa.m)
         share, lead = _share(tl, self.weighted)
-        idx = _first((share >= self.lam - 1e-12) & (np.arange(pa.m) + 1 >= self.min_samples), cap)
+        idx = _first((share >= self.lam - 1e-12) & (np.arange(pa.m) + 1 >= _check_n("min_samples", self.min_samples, pa.m)), cap)
         return idx, _at(lead, idx)
 
 def _share(tl, weighted) -> tuple:

@@ -327,7 +327,9 @@ def test_rules_and_orders_reject_bad_input():
     pa, od = random_pool(9)
     for f, msg in [(lambda: SCFixed(0).replay(pa, od), "N must be an int"), (lambda: ESC(5, max_samples=99).replay(pa, od), "max_samples must"),
                    (lambda: ASC(1.5), "threshold must be"), (lambda: VoteShare(0.0), "lam must be"), (lambda: BestOfN(3, "best"), "select must be"),
-                   (lambda: tally(pa, od[:, :3]), "orders must have shape"), (lambda: OptScale(1.2), "target and percentile")]:
+                   (lambda: tally(pa, od[:, :3]), "orders must have shape"), (lambda: OptScale(1.2), "target and percentile"),
+                   (lambda: VoteShare(0.8, min_samples=0).replay(pa, od), "min_samples must be an int"),
+                   (lambda: ASC(0.9, min_samples=99).replay(pa, od), "min_samples must be an int")]:
         with pytest.raises(ValueError, match=msg): f()
 
 
