@@ -106,6 +106,8 @@ def fit_truncnorm(x, prior=None, prior_scale=(0.1, 0.5), chunk: int = 2048) -> t
     x = np.asarray(x, float)
     if x.ndim < 1 or x.shape[-1] < 1 or np.isnan(x).any() or (x < 0).any() or (x > 1).any(): raise ValueError("fit_truncnorm: x must be non-empty scores in [0, 1] along its last axis")
     lead = x.shape[:-1]
+    if prior is not None and not (np.all(np.isfinite(prior[0])) and np.all(np.isfinite(prior[1])) and np.all(np.asarray(prior[1]) > 0)):
+        raise ValueError("fit_truncnorm: prior must be (mu0, sigma0) with finite mu0 and finite sigma0 > 0")
     pr = np.zeros(lead + (2,)) if prior is None else np.stack([np.broadcast_to(prior[0], lead), np.log(np.broadcast_to(prior[1], lead))], -1)
     S = np.concatenate([np.stack([np.full(lead, x.shape[-1], float), x.sum(-1), (x ** 2).sum(-1), np.ones(lead)], -1), pr], -1).reshape(-1, 6)
     C, gm, gl = _grid_coefs(prior is not None, prior_scale)
