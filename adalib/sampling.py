@@ -136,11 +136,13 @@ def pass_at_k(n, c, k) -> np.ndarray:
     term = np.where(j < c[..., None], 1 - k[..., None] / np.maximum(i, 1), 1.0)
     return np.where(n - c < k, 1.0, 1 - np.prod(term, axis=-1))
 
-def coverage_curve(pa: PoolArrays, ks) -> pd.DataFrame:
-    "Coverage (mean pass@k over problems) at each k of `ks`."
+def coverage_curve(pa: PoolArrays, ks, n_boot: int = 0, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
+    "Coverage (mean pass@k over problems) at each k of `ks`; with n_boot > 0, bootstrap CIs over problems (lo, hi)."
     ks = np.asarray(ks, int)
     pk = pass_at_k(pa.m, pa.correct.sum(1)[:, None], ks[None, :])
-    return pd.DataFrame({"k": ks, "coverage": pk.mean(0)})
+    out = pd.DataFrame({"k": ks, "coverage": pk.mean(0)})
+    if n_boot: out["lo"], out["hi"] = np.quantile(pk[np.random.default_rng(seed).integers(0, pa.P, (n_boot, pa.P))].mean(1), [(1 - level) / 2, (1 + level) / 2], axis=0)
+    return out
 
 # %% ../nbs/12_sampling.ipynb #b0feee14
 @dataclass
