@@ -8,7 +8,7 @@ import numpy as np
 from scipy import special, stats
 
 # %% auto #0
-__all__ = ['fit_truncnorm', 'truncnorm_cdf']
+__all__ = ['fit_truncnorm', 'truncnorm_cdf', 'max_of_n_quantile', 'n_for_target']
 
 # %% ../nbs/12a_truncnorm.ipynb #2f3cad8a
 _MU, _LS = np.linspace(-1.0, 2.0, 31), np.linspace(np.log(0.005), np.log(3.0), 31)
@@ -38,26 +38,94 @@ def _grid_coefs(prior: bool, scale) -> np.ndarray:
     if prior: C[3:] = -gm ** 2 / (2 * scale[0] ** 2) - gl ** 2 / (2 * scale[1] ** 2), gm / scale[0] ** 2, gl / scale[1] ** 2
     return C, gm, gl
 
-# %% ../nbs/12a_truncnorm.ipynb #ef314ac3
+# %% ../nbs/12a_truncnorm.ipynb #c562b77a
+def _pattern_search(best, S, prior: bool, scale, tol: float = 1e-2, max_rounds: int = 40) -> np.ndarray:
+    """Refine each row's (μ, log σ) by a 3×3 pattern search: move to the best neighbour, halve the row's step only
+    when it stays put (so it follows the curved ridge of the likelihood), until the μ step is below `tol`."""
+    step = np.tile([_MU[1] - _MU[0], _LS[1] - _LS[0]], (len(best), 1))
+    off = np.stack(np.meshgrid([0, -1, 1], [0, -1, 1], indexing="ij"), -1).reshape(-1, 2)     # offset 0 first: ties stay
+    lo, hi = [_MU[0], _LS[0]], [_MU[-1], _LS[-1]]
+    best = best.copy()
+    for _ in range(max_rounds):
+        act = np.flatnonzero(step[:, 0] > tol)
+        if len(act) == 0: break
+        cand = np.clip(best[act, None, :] + off * step[act, None, :], lo, hi)      # stay in the box
+        st, pr = S[act, :3].T[..., None], S[act, 4:].T[..., None] if prior else None
+        j = _tn_objective(cand[..., 0], cand[..., 1], st, pr, scale).argmax(-1)
+        best[act] = cand[np.arange(len(act)), j]
+        step[act[j == 0]] /= 2
+    return best
+
+# %% ../nbs/12a_truncnorm.ipynb #f43a3ec8
+def _nat(b):
+    "(μ, log σ) -> natural parameters (μ/σ², −1/(2σ²)), in which the log-likelihood is concave."
+    s2 = np.exp(2 * b[..., 1])
+    return np.stack([b[..., 0] / s2, -0.5 / s2], -1)
+
+def _unnat(th):
+    "Natural parameters -> (μ, log σ); NaN where −1/(2σ²) >= 0 (no normal)."
+    with np.errstate(divide="ignore", invalid="ignore"):
+        s2 = np.where(th[..., 1] < 0, -0.5 / th[..., 1], np.nan)
+        return np.stack([th[..., 0] * s2, 0.5 * np.log(s2)], -1)
+
+def _newton(best, S, prior: bool, scale, n_iter: int = 6) -> np.ndarray:
+    "Polish (μ, log σ) by Newton steps in natural parameters (finite-difference 3×3 stencil), backtracking; only improving steps are kept."
+    st, pr = S[:, :3].T[..., None], S[:, 4:].T[..., None] if prior else None
+    lo, hi = [_MU[0], _LS[0]], [_MU[-1], _LS[-1]]
+    def f(th):
+        b = _unnat(th)
+        ok = np.isfinite(b).all(-1) & (b >= lo).all(-1) & (b <= hi).all(-1)            # outside the box: not a candidate
+        return np.where(ok, _tn_objective(np.nan_to_num(b[..., 0]), np.nan_to_num(b[..., 1]), st, pr, scale), -np.inf)
+    th = _nat(best)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        th = _newton_steps(th, f, n_iter)
+    return _unnat(th)
+
+def _newton_steps(th, f, n_iter):
+    "Newton iterations on objective f over natural parameters th (R, 2); see `_newton`."
+    off = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], indexing="ij"), -1).reshape(-1, 2)
+    for _ in range(n_iter):
+        h = 1e-4 * (np.abs(th) + 1)
+        v = f(th[:, None, :] + off * h[:, None, :]).reshape(-1, 3, 3)
+        g = np.stack([v[:, 2, 1] - v[:, 0, 1], v[:, 1, 2] - v[:, 1, 0]], -1) / (2 * h)
+        hxx, hyy = (v[:, 2, 1] - 2 * v[:, 1, 1] + v[:, 0, 1]) / h[:, 0] ** 2, (v[:, 1, 2] - 2 * v[:, 1, 1] + v[:, 1, 0]) / h[:, 1] ** 2
+        hxy = (v[:, 2, 2] - v[:, 2, 0] - v[:, 0, 2] + v[:, 0, 0]) / (4 * h[:, 0] * h[:, 1])
+        det = hxx * hyy - hxy ** 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d = -np.stack([hyy * g[:, 0] - hxy * g[:, 1], hxx * g[:, 1] - hxy * g[:, 0]], -1) / det[:, None]
+        d = np.where(((hxx < 0) & (det > 0) & np.isfinite(d).all(-1))[:, None], d, 0.0)
+        new = th[:, None, :] + d[:, None, :] * np.array([1, 0.5, 0.25, 0.125])[:, None]   # backtracking
+        fn = f(new)
+        th = np.where((fn.max(-1) > v[:, 1, 1])[:, None], new[np.arange(len(new)), fn.argmax(-1)], th)
+    return th
+
+# %% ../nbs/12a_truncnorm.ipynb #6ce25a97
 def fit_truncnorm(x, prior=None, prior_scale=(0.1, 0.5), chunk: int = 2048) -> tuple:
     """(μ, σ) of a normal truncated to [0, 1], fitted along the last axis of `x` (vectorised over the rest):
     MLE, or MAP with `prior` = (μ₀, σ₀) (scalars or arrays of x's leading shape) and prior s.d. `prior_scale` on (μ, log σ)."""
     x = np.asarray(x, float)
     if x.ndim < 1 or x.shape[-1] < 1 or np.isnan(x).any() or (x < 0).any() or (x > 1).any(): raise ValueError("fit_truncnorm: x must be non-empty scores in [0, 1] along its last axis")
     lead = x.shape[:-1]
+    if prior is not None and not (np.all(np.isfinite(prior[0])) and np.all(np.isfinite(prior[1])) and np.all(np.asarray(prior[1]) > 0)):
+        raise ValueError("fit_truncnorm: prior must be (mu0, sigma0) with finite mu0 and finite sigma0 > 0")
     pr = np.zeros(lead + (2,)) if prior is None else np.stack([np.broadcast_to(prior[0], lead), np.log(np.broadcast_to(prior[1], lead))], -1)
     S = np.concatenate([np.stack([np.full(lead, x.shape[-1], float), x.sum(-1), (x ** 2).sum(-1), np.ones(lead)], -1), pr], -1).reshape(-1, 6)
     C, gm, gl = _grid_coefs(prior is not None, prior_scale)
     best = np.concatenate([(lambda j: np.stack([gm[j], gl[j]], -1))((S[s0:s0 + chunk] @ C).argmax(-1)) for s0 in range(0, len(S), chunk)])
-    step = np.array([_MU[1] - _MU[0], _LS[1] - _LS[0]])
-    off = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], indexing="ij"), -1).reshape(-1, 2)
-    st, prt = S[:, :3].T[..., None], None if prior is None else S[:, 4:].T[..., None]
-    for _ in range(6):                                                   # local pattern search, halving the step
-        cand = np.clip(best[:, None, :] + off * step, [_MU[0], _LS[0]], [_MU[-1], _LS[-1]])   # stay in the box
-        best = cand[np.arange(len(cand)), _tn_objective(cand[..., 0], cand[..., 1], st, prt, prior_scale).argmax(-1)]
-        step = step / 2
+    best = _newton(_pattern_search(best, S, prior is not None, prior_scale), S, prior is not None, prior_scale)
     return best[:, 0].reshape(lead), np.exp(best[:, 1]).reshape(lead)
 
 def truncnorm_cdf(t, mu, sigma) -> np.ndarray:
     "CDF at t of the normal (μ, σ) truncated to [0, 1]."
     return stats.truncnorm.cdf(t, -mu / sigma, (1 - mu) / sigma, loc=mu, scale=sigma)
+
+def max_of_n_quantile(q, n, mu, sigma) -> np.ndarray:
+    "The q-quantile of the maximum of n i.i.d. scores: F⁻¹(q^(1/n)), since P(max ≤ x) = F(x)^n."
+    return stats.truncnorm.ppf(np.asarray(q, float) ** (1 / np.asarray(n, float)), -mu / sigma, (1 - mu) / sigma, loc=mu, scale=sigma)
+
+def n_for_target(target, percentile, mu, sigma) -> np.ndarray:
+    "Smallest N with P(max of N ≥ target) ≥ percentile: ⌈log(1 − percentile) / log F(target)⌉ (inf if F(target) = 1, 1 if 0)."
+    F = np.clip(truncnorm_cdf(target, mu, sigma), 0, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        n = np.ceil(np.log1p(-percentile) / np.log(F) - 1e-9)        # - 1e-9: an exact integer ratio is not rounded up
+    return np.where(F >= 1, np.inf, np.where(F <= 0, 1.0, n))
