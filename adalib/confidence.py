@@ -127,7 +127,7 @@ ENDED_REASONS = ("eot", "eos")
 
 def _per_row(ts, col) -> np.ndarray:
     "Metadata column `col` repeated on every checkpoint row of ts (aligned with ts.df)."
-    return ts.meta[col].to_numpy()[_row_codes(ts)]
+    return ts.meta[col].reindex(ts.df["trace_id"].to_numpy()).to_numpy()   # by trace id, not by position
 
 def ended_signal(ts) -> np.ndarray:
     "1.0 where the trace has ended its reasoning by itself (eot/eos) by this checkpoint, else 0.0 (label-free)."
