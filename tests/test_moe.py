@@ -80,6 +80,9 @@ def test_fast_sliced_equals_reference_on_mixed_routes():
             f.mode = "masked"; masked = f(x)
             assert (fast - ref).abs().max().item() <= 1e-6, pol
             assert (fast - masked).abs().max().item() <= 1e-5, pol
+        for _ in range(3):                                       # arbitrary widths, 0 and non-expert ones included
+            w = torch.tensor([0, 1, 7, 8, 50, 95, 96])[torch.randint(0, 7, (5, 33), generator=g)]
+            assert (f._sliced(x, w, None) - f._sliced_reference(x, w)).abs().max().item() <= 1e-6
         f.policy, f.mode = ("experts", torch.randint(0, 4, (5, 33), generator=g)), "sliced"
         a = f(x); b = f(x * 2)                                   # shared scratch buffers do not alias outputs
         assert not torch.equal(a, b) and torch.equal(a, f(x))
