@@ -225,38 +225,51 @@ def _fix_k(k, pos, s, q, u, la):
     k.ravel()[pos] = kk
 
 # %% ../nbs/07a_exits.ipynb #15099b89
-def _kmin_chunks(s, lengths, la, qu, inv, u, p_range, chunk_elems=1 << 17):
-    """For the shapes `p_range` (a range), chunk by chunk: yields (p0, k) with k (pc, T, n) int32 (step-major), the
-    running count of lower bounds `la` (ascending) that have not fired on trace i by step t (0 at padded steps).
-    `s`, `inv`: (n, T). The buffer k is reused between chunks."""
-    n, T = s.shape; L = len(la); P = len(p_range)
+def _kmin_block(sb, q, u, la, a_hi, a_lo, tb):
+    "Exact counts (rows, m) of lower bounds `la` that have not fired at signal values sb with 1 - σ = q: guess, check, fix."
+    g, k = np.empty(q.shape), np.empty(q.shape, np.int32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if tb is None: k[:] = np.searchsorted(la, u - (u - sb) / q, side="left")
+        else:                                                             # (r - a)/w with r = u - (u - s)/q: a first guess
+            table, a, iw, top = tb
+            np.subtract(u, sb, out=g); g *= iw; np.divide(g, q, out=g); np.subtract((u - a) * iw, g, out=g)
+            np.clip(g, 0, top, out=g); np.take(table, g.astype(np.int32), out=k, mode="clip")   # mode="clip": no buffer
+        np.take(a_hi, k, out=g, mode="clip"); g *= q; np.subtract(u, g, out=g); bad = sb > g          # l_k must fire
+        np.take(a_lo, k, out=g, mode="clip"); g *= q; np.subtract(u, g, out=g); bad |= sb <= g        # l_(k-1) must not
+    pos = np.flatnonzero(bad)
+    if len(pos): _fix_k(k, pos, sb, q, u, la)
+    return k
+
+def _kmin_chunks(s, lengths, la, qu, inv, u, p_range, chunk_elems=1 << 14, shapes=8):
+    """For chunks of `shapes` shapes of `p_range`: yields (p0, k) with k (pc, T, n) int32, the running count of lower
+    bounds `la` (ascending) that have not fired on trace i by step t (0 at padded steps). The (shape, trace) pairs go
+    through the steps in blocks of `chunk_elems // n` rows; a pair whose count reached 0 (every bound fired) is
+    dropped from the later blocks, which skips most of the work once the sigmoids have risen."""
+    n, T = s.shape; lengths = np.asarray(lengths); U = qu.shape[1]
     s, inv = np.ascontiguousarray(s.T), np.ascontiguousarray(inv.T)       # (T, n): the running minimum runs over rows
     tb = _bucket_table(la)
     a_hi = np.r_[u - la, -np.inf]; a_lo = np.r_[np.inf, u - la]           # a_hi[k] = u - la[k], a_lo[k] = u - la[k-1]
-    if tb is not None: table, a, iw, top = tb; usw = (u - s) * iw; c0 = (u - a) * iw
-    step = max(1, chunk_elems // (n * T)); shp = (min(step, P), T, n)
-    q, g, ib, kb = np.empty(shp), np.empty(shp), np.empty(shp, np.int32), np.empty(shp, np.int32)
-    hi, lo = np.empty(shp, bool), np.empty(shp, bool)
-    invalid = np.arange(T)[:, None] >= np.asarray(lengths)[None, :]
-    for p0 in range(p_range.start, p_range.stop, step):
-        pc = min(step, p_range.stop - p0)
-        qv, gv, ibv, k, hv, lv = q[:pc], g[:pc], ib[:pc], kb[:pc], hi[:pc], lo[:pc]
-        for j in range(pc): np.take(qu[p0 + j], inv, out=qv[j], mode="clip")   # mode="clip": take without a buffer
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            if tb is None: k[:] = np.searchsorted(la, u - (u - s) / qv, side="left")
-            else:                                                         # (r - a)/w, r = u - (u - s)/q: a first guess
-                np.divide(usw, qv, out=gv); np.subtract(c0, gv, out=gv); np.clip(gv, 0, top, out=gv)
-                np.copyto(ibv, gv, casting="unsafe"); np.take(table, ibv, out=k, mode="clip")
-            np.take(a_hi, k, out=gv, mode="clip"); gv *= qv; np.subtract(u, gv, out=gv); np.greater(s, gv, out=hv)     # l_k must fire
-            np.take(a_lo, k, out=gv, mode="clip"); gv *= qv; np.subtract(u, gv, out=gv); np.less_equal(s, gv, out=lv)  # l_(k-1) must not
-        hv |= lv
-        pos = np.flatnonzero(hv)
-        if len(pos): _fix_k(k, pos, np.broadcast_to(s, qv.shape), qv, u, la)
-        if invalid.any(): k[:, invalid] = 0                              # padded steps never count
-        for t in range(1, T): np.minimum(k[:, t - 1], k[:, t], out=k[:, t])   # fired by t iff j >= min_{t' <= t} k
-        yield p0, k
+    bt, quf = max(1, min(T, chunk_elems // max(1, n))), qu.ravel()
+    for p0 in range(p_range.start, p_range.stop, shapes):
+        pc = min(shapes, p_range.stop - p0)
+        k = np.zeros((T, pc * n), np.int32)                                # columns: (shape, trace) pairs
+        act, prev = np.flatnonzero(np.tile(lengths > 0, pc)), None
+        for t0 in range(0, T, bt):
+            t1 = min(T, t0 + bt)
+            if prev is not None:
+                keep = (prev > 0) & (lengths[act % n] > t0); act, prev = act[keep], prev[keep]
+            if not len(act): break
+            tr = act % n
+            fi = np.take(inv[t0:t1], tr, axis=1); fi += (act // n + p0) * U   # flat index into qu
+            kb = _kmin_block(np.take(s[t0:t1], tr, axis=1), quf.take(fi, mode="clip"), u, la, a_hi, a_lo, tb)
+            kb[np.arange(t0, t1)[:, None] >= lengths[tr][None, :]] = 0     # padded steps never count
+            if prev is not None: np.minimum(kb[0], prev, out=kb[0])
+            for t in range(1, t1 - t0): np.minimum(kb[t - 1], kb[t], out=kb[t])   # fired by t iff j >= min_{t' <= t} k
+            prev = kb[-1].copy()
+            k[t0:t1, act] = kb
+        yield p0, k.reshape(T, pc, n).transpose(1, 0, 2)
 
-def lower_exits(s, tokens, lengths, lows, shifts, slopes, u, chunk_elems=1 << 17) -> np.ndarray:
+def lower_exits(s, tokens, lengths, lows, shifts, slopes, u, chunk_elems=1 << 14) -> np.ndarray:
     """Exit steps of the lower rule for the grid `shapes × lows`: (P, L, n) ints, the first valid t with
     s[i, t] <= g = u - (u - lows[j]) * expit(-slopes[p] * (tokens[i, t] - shifts[p])), or lengths[i]
     if it never fires. `shifts`/`slopes` are paired (one shape each, length P); `lows` (L) any order."""
@@ -266,22 +279,20 @@ def lower_exits(s, tokens, lengths, lows, shifts, slopes, u, chunk_elems=1 << 17
     qu, inv = _q_table(tokens, shifts, slopes)
     out = np.empty((P, L, n), dtype=np.int32)
     for p0, k in _kmin_chunks(s, lengths, la, qu, inv, u, range(P), chunk_elems):
-        pc = len(k)
-        out[p0:p0 + pc][:, order, :] = _exits_from_k(k.transpose(0, 2, 1).reshape(pc * n, T), None, L).reshape(pc, n, L).transpose(0, 2, 1)
+        for j, kj in enumerate(k): out[p0 + j][order, :] = _exits_from_k(kj.T, None, L).T
     return out
 
 # %% ../nbs/07a_exits.ipynb #21cf7bf0
 def _sums_part(s, lengths, la, qu, inv, u, p_range, cap, mask, w):
     "Histograms of `lower_exit_sums` for the shapes `p_range`: (hits (P', L) int64, sums (P', L)); w: (T, n) flat weights."
-    n, T = s.shape; L = len(la); P = len(p_range)
-    hits, sums = np.zeros((P, L), np.int64), np.zeros((P, L))
+    n, T = s.shape; L = len(la)
+    hits, sums = np.zeros((len(p_range), L), np.int64), np.zeros((len(p_range), L))
     counted = np.flatnonzero((cap >= 1) & mask); ci = (cap[counted] - 1) * n + counted   # flat (c_i - 1, i), step-major
     for p0, k in _kmin_chunks(s, lengths, la, qu, inv, u, p_range):
-        j0 = p0 - p_range.start
-        for j, kj in enumerate(k.reshape(len(k), T * n)):
-            hits[j0 + j] = np.cumsum(np.bincount(kj[ci], minlength=L + 1)[:L])
-            h = np.bincount(kj, w, minlength=L + 1)
-            sums[j0 + j] = np.cumsum(h[::-1])[::-1][1:]                  # Σ_{m > j} h[m]
+        for j, kj in enumerate(k, p0 - p_range.start):
+            kj = kj.ravel()
+            hits[j] = np.cumsum(np.bincount(kj[ci], minlength=L + 1)[:L])
+            sums[j] = np.cumsum(np.bincount(kj, w, minlength=L + 1)[::-1])[::-1][1:]   # Σ_{m > j} h[m]
     return hits, sums
 
 def lower_exit_sums(s, tokens, lengths, lows, shifts, slopes, u, cap, mask, values, n_jobs=1):
