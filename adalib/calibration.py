@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 __all__ = ['RECALIBRATORS', 'METRICS', 'PROB_METRICS', 'bin_index', 'ece', 'rms_calibration_error', 'mce', 'adaptive_ece',
            'brier', 'auroc', 'auprc', 'prr', 'aurc', 'reliability_curve', 'risk_coverage', 'explore_threshold',
            'Recalibrator', 'fit_recalibrator', 'bootstrap_counts', 'bootstrap_weights', 'bootstrap',
-           'paired_auroc_diff']
+           'paired_auroc_diff', 'paired_auroc_table']
 
 # %% ../nbs/05_calibration.ipynb #9e30b6d9
 def _as_scores(scores, name="scores", n=None, finite=True) -> np.ndarray:
@@ -418,3 +418,27 @@ def paired_auroc_diff(scores, ref_scores, correct,
     lo, hi = np.quantile(d, [(1 - level) / 2, (1 + level) / 2]) if len(d) else (np.nan, np.nan)
     a, b = auroc(s, y), auroc(r, y)
     return {"auroc": a, "auroc_ref": b, "diff": a - b, "diff_lo": lo, "diff_hi": hi}
+
+# %% ../nbs/05_calibration.ipynb #21a60d8e
+def paired_auroc_table(frame: pd.DataFrame,      # one row per prediction: score columns, `correct`, `groups`, `by`
+                       pairs,                     # [(estimator column, baseline column), ...]
+                       correct: str = "correct",  # label column
+                       groups: str = "problem_id",  # cluster column: the bootstrap resamples these, not rows
+                       by=("model", "task"),      # one table block per group
+                       n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    "AUROC(estimator) − AUROC(baseline) with a paired cluster-bootstrap CI, per group and pair (absent columns skipped)."
+    by = [b for b in by if b in frame.columns]
+    miss = [c for c in (correct, groups) if c not in frame.columns]
+    if miss: raise ValueError(f"frame lacks column(s) {miss}; pass correct=/groups= naming the label and the cluster (problem) columns")
+    rows = []
+    for key, d in (frame.groupby(by, sort=True) if by else [((), frame)]):
+        key = key if isinstance(key, tuple) else (key,)
+        y, g = d[correct].to_numpy(bool), d[groups].to_numpy()
+        for est, base in pairs:
+            if est not in d.columns or base not in d.columns: continue
+            r = paired_auroc_diff(d[est], d[base], y, n_boot, level, seed, groups=g)
+            rows.append({**dict(zip(by, key)), "estimator": est, "baseline": base, "n_groups": len(pd.unique(g)), "n_rows": len(d),
+                         "auroc": r["auroc"], "auroc_base": r["auroc_ref"], "diff": r["diff"], "diff_lo": r["diff_lo"],
+                         "diff_hi": r["diff_hi"], "beats_ci": bool(r["diff_lo"] > 0), "loses_ci": bool(r["diff_hi"] < 0)})
+    return pd.DataFrame(rows, columns=by + ["estimator", "baseline", "n_groups", "n_rows", "auroc", "auroc_base", "diff",
+                                            "diff_lo", "diff_hi", "beats_ci", "loses_ci"])

@@ -16,7 +16,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 from .calibration import RECALIBRATORS, bootstrap, bootstrap_counts, explore_threshold, fit_recalibrator
-from .estimators import (_answer_codes, answer_negent, answer_prob, answer_stability, eot_negent, margin, max_prob,
+from .estimators import (_answer_codes, answer_negent, answer_prob, answer_stability, ended, eot_negent, margin, max_prob,
                                mean_logprob, min_prob, neg_entropy, neg_perplexity, self_consistency)
 from .generate import generate_batch
 from .exits import ema, stability
@@ -25,10 +25,11 @@ from .tasks import get_family
 from .traces import TraceSet
 
 # %% auto #0
-__all__ = ['REQUIREMENTS', 'REGISTRY', 'HiddenProbe', 'fit_probe', 'split_by_problem', 'to_rows', 'stability_signal',
-           'sample_groups', 'self_consistency_signal', 'smoothed_signal', 'problems_of', 'sampled_agreement',
-           'sample_self_consistency', 'Estimator', 'meets', 'registry_table', 'get_estimator', 'on_traces', 'available',
-           'EstimatorReport', 'evaluate_estimators', 'signal_frame', 'make_explorer']
+__all__ = ['ENDED_REASONS', 'REQUIREMENTS', 'REGISTRY', 'HiddenProbe', 'fit_probe', 'split_by_problem', 'to_rows',
+           'stability_signal', 'sample_groups', 'self_consistency_signal', 'smoothed_signal', 'ended_signal',
+           'ended_level_signal', 'tokens_signal', 'problems_of', 'sampled_agreement', 'sample_self_consistency',
+           'Estimator', 'meets', 'registry_table', 'get_estimator', 'on_traces', 'available', 'EstimatorReport',
+           'evaluate_estimators', 'signal_frame', 'make_explorer']
 
 # %% ../nbs/04_confidence.ipynb #3be3ef10
 @dataclass
@@ -121,6 +122,26 @@ def smoothed_signal(ts, base: str = "answer_prob", kind: str = "ema", beta: floa
     if f is None: raise ValueError(f"kind must be 'ema' or 'stability', got {kind!r}")
     return to_rows(ts, f(x, beta, lengths=P.lengths))
 
+# %% ../nbs/04_confidence.ipynb #e718799b
+ENDED_REASONS = ("eot", "eos")
+
+def _per_row(ts, col) -> np.ndarray:
+    "Metadata column `col` repeated on every checkpoint row of ts (aligned with ts.df)."
+    return ts.meta[col].reindex(ts.df["trace_id"].to_numpy()).to_numpy()   # by trace id, not by position
+
+def ended_signal(ts) -> np.ndarray:
+    "1.0 where the trace has ended its reasoning by itself (eot/eos) by this checkpoint, else 0.0 (label-free)."
+    stop, end = _per_row(ts, "stop_reason"), _per_row(ts, "reasoning_tokens").astype(float)
+    return ended(ts.df["tokens"].to_numpy(float), np.where(np.isin(stop, ENDED_REASONS), end, np.nan))
+
+def ended_level_signal(ts, max_level: int = 3) -> np.ndarray:
+    "ended AND difficulty <= max_level: a LABEL LEAK (difficulty encodes solvability), shown as a reference only."
+    return ended_signal(ts) * (_per_row(ts, "difficulty").astype(float) <= max_level)
+
+def tokens_signal(ts) -> np.ndarray:
+    "Reasoning tokens generated so far at each checkpoint."
+    return ts.df["tokens"].to_numpy(float)
+
 # %% ../nbs/04_confidence.ipynb #499104d3
 def problems_of(ts) -> list:
     "The adalib.tasks Problem of each trace of ts (in ts order), regenerated from its metadata."
@@ -190,6 +211,7 @@ class Estimator:
     probability: bool = False
     trained: bool = False
     requires: tuple = ()               # what it needs on traces: recorded `sig_*` columns and/or `REQUIREMENTS` keys
+    leak: bool = False                 # uses a label-derived quantity (e.g. difficulty): a reference, not a usable score
 
 def _has_samples(ts, probe) -> bool:
     "At least two sampled traces of every problem (metadata model, task, problem_id)."
@@ -201,6 +223,8 @@ REQUIREMENTS: dict[str, Callable] = {   # name -> (ts, probe) -> whether a Trace
     "samples": _has_samples,
     "hidden": lambda ts, probe: getattr(ts, "hidden", None) is not None,
     "probe": lambda ts, probe: probe is not None,
+    "ends": lambda ts, probe: {"stop_reason", "reasoning_tokens"} <= set(ts.meta.columns),
+    "difficulty": lambda ts, probe: "difficulty" in ts.meta.columns,
 }
 
 def meets(requirement: str, ts, probe=None) -> bool:
@@ -245,13 +269,19 @@ REGISTRY: dict[str, Estimator] = {e.name: e for e in [
     _E("emvar_answer_prob", "1 - exponentially weighted variance of answer_prob (β=0.5, v0=0.25; adalib.exits.stability)",
        ("signal",), None, None, traces=lambda ts, base="answer_prob", beta=0.5: smoothed_signal(ts, base, "stability", beta),
        probability=True, requires=("sig_answer_prob",)),
+    _E("ended", "1[the trace has ended its reasoning by itself (eot/eos) by this checkpoint] (trivial baseline, label-free)",
+       ("tokens",), ended, None, traces=ended_signal, probability=True, requires=("ends",)),
+    _E("ended_level", "1[ended and difficulty <= 3]: LABEL LEAK, difficulty encodes solvability (reference only)",
+       ("tokens",), None, None, traces=ended_level_signal, probability=True, requires=("ends", "difficulty"), leak=True),
+    _E("tokens", "reasoning tokens generated so far (trivial baseline)", ("tokens",), None, None, traces=tokens_signal),
 ]}
 
 # %% ../nbs/04_confidence.ipynb #7a3c7fe7
 def registry_table() -> pd.DataFrame:
     "The registry as a table: name, formula, inputs, trace column, probability, trained."
     return pd.DataFrame([{"name": e.name, "formula": e.formula, "inputs": ", ".join(e.inputs),
-                          "trace column": e.column or "computed", "probability": e.probability, "trained": e.trained}
+                          "trace column": e.column or "computed", "probability": e.probability, "trained": e.trained,
+                          "label_leak": e.leak}
                          for e in REGISTRY.values()])
 
 def get_estimator(name: str) -> Estimator:
@@ -318,7 +348,7 @@ def _group(ts, by, key, fit_frac, seed, n_boot, kw, probes) -> _Group | None:
 # %% ../nbs/04_confidence.ipynb #7f007783
 def _score_row(G: _Group, n, s_fit, s_ev, y_fit, y_ev, base) -> dict:
     "Checkpoint-level metrics of estimator n: AUROC, PRR (raw), ECE, Brier (Platt), raw ECE, Brier (probabilities)."
-    row = {**base, "estimator": n}
+    row = {**base, "estimator": n, "label_leak": REGISTRY[n].leak}
     bt = bootstrap(s_ev, y_ev, ("auroc", "prr"), **G.W, **G.kw)
     row.update(_ci("auroc", bt, "auroc")); row.update(_ci("prr", bt, "prr"))
     if len(np.unique(y_fit)) == 2:
@@ -333,7 +363,7 @@ def _score_row(G: _Group, n, s_fit, s_ev, y_fit, y_ev, base) -> dict:
 def _final_row(G: _Group, n, s_ev, y_ev) -> dict:
     "Final-answer metrics of estimator n: AUROC and PRR at each evaluation trace's last checkpoint."
     fb = bootstrap(s_ev[G.last], y_ev[G.last], ("auroc", "prr"), **G.Wf, **G.kw)
-    return {**G.keys, "estimator": n, "n_traces": int(G.last.sum()), "final_accuracy": float(y_ev[G.last].mean()),
+    return {**G.keys, "estimator": n, "label_leak": REGISTRY[n].leak, "n_traces": int(G.last.sum()), "final_accuracy": float(y_ev[G.last].mean()),
             **_ci("auroc", fb, "auroc"), **_ci("prr", fb, "prr")}
 
 def _recal_rows(G: _Group, n, s_fit, s_ev, y_fit, y_ev):
@@ -390,9 +420,9 @@ def evaluate_estimators(ts,                      # a TraceSet
         if G is not None: _evaluate_group(G, names, recal_names, out)
     cat = lambda xs: pd.concat(xs, ignore_index=True) if xs else pd.DataFrame()
     ci = lambda *ms: [f"{m}{s}" for m in ms for s in ("", "_lo", "_hi")]
-    table = pd.DataFrame(out["rows"]).reindex(columns=by + ["estimator", "n_traces", "n_rows", "accuracy"]
+    table = pd.DataFrame(out["rows"]).reindex(columns=by + ["estimator", "label_leak", "n_traces", "n_rows", "accuracy"]
                                               + ci("auroc", "prr", "ece", "brier", "ece_raw", "brier_raw"))
-    final = pd.DataFrame(out["finals"]).reindex(columns=by + ["estimator", "n_traces", "final_accuracy"] + ci("auroc", "prr"))
+    final = pd.DataFrame(out["finals"]).reindex(columns=by + ["estimator", "label_leak", "n_traces", "final_accuracy"] + ci("auroc", "prr"))
     rt = pd.DataFrame(out["recrows"]).reindex(columns=by + ["estimator"] + ci("ece_raw", *[f"ece_{m}" for m in RECALIBRATORS]))
     return EstimatorReport(table, final, rt, cat(out["scores"]), cat(out["recal"]), probes)
 

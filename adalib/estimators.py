@@ -10,7 +10,7 @@ import torch
 
 # %% auto #0
 __all__ = ['max_prob', 'mean_logprob', 'min_prob', 'neg_entropy', 'margin', 'neg_perplexity', 'answer_prob', 'answer_negent',
-           'eot_negent', 'answer_stability', 'self_consistency']
+           'eot_negent', 'answer_stability', 'self_consistency', 'ended']
 
 # %% ../nbs/04a_estimators.ipynb #4c42de2e
 def _tensor(x, name) -> torch.Tensor:
@@ -119,3 +119,10 @@ def self_consistency(samples) -> np.ndarray:
     counts = np.bincount((np.arange(n)[:, None] * k + c + 1).ravel(), minlength=n * k).reshape(n, k)
     best = counts[:, 1:].max(1) if k > 1 else np.zeros(n)     # all answers empty: no vote at all
     return best / np.array([len(r) for r in rows], dtype=float)
+
+# %% ../nbs/04a_estimators.ipynb #c19b7a03
+def ended(tokens, end_tokens) -> np.ndarray:
+    "1.0 where `tokens` so far >= `end_tokens` (the trace's own end of reasoning; NaN/inf = never ended), else 0.0."
+    t, e = np.asarray(tokens, float), np.asarray(end_tokens, float)
+    if t.shape != e.shape: raise ValueError(f"tokens {t.shape} and end_tokens {e.shape} must have the same shape (one end per checkpoint row)")
+    with np.errstate(invalid="ignore"): return (t >= np.where(np.isnan(e), np.inf, e)).astype(float)

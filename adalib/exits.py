@@ -4,12 +4,13 @@
 
 # %% ../nbs/07a_exits.ipynb #1e612205
 from __future__ import annotations
+from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from scipy.special import expit
 
 # %% auto #0
-__all__ = ['SMOOTHERS', 'ema', 'stability', 'smooth', 'signal_values', 'upper_exits', 'lower_exits', 'upper_exits_loop',
-           'lower_exits_loop']
+__all__ = ['SMOOTHERS', 'ema', 'stability', 'smooth', 'signal_values', 'upper_exits', 'lower_exits_dense', 'lower_exits',
+           'lower_exit_sums', 'upper_exits_loop', 'lower_exits_loop', 'lower_exits_per_trace']
 
 # %% ../nbs/07a_exits.ipynb #8fb79718
 SMOOTHERS = ("none", "ema", "stability")
@@ -167,15 +168,19 @@ def _lower_k(s, q, u, la):
     return k
 
 # %% ../nbs/07a_exits.ipynb #a6331e05
-def lower_exits(s, tokens, lengths, lows, shifts, slopes, u, chunk_elems=1 << 18) -> np.ndarray:
-    """Exit steps of the lower rule for the grid `shapes × lows`: (P, L, n) ints, the first valid t with
-    s[i, t] <= g = u - (u - lows[j]) * expit(-slopes[p] * (tokens[i, t] - shifts[p])), or lengths[i]
-    if it never fires. `shifts`/`slopes` are paired (one shape each, length P); `lows` (L) any order."""
+def _check_lower(s, tokens, lengths, lows, shifts, slopes, u):
+    "Validated lower-grid arguments as float arrays (one-line ValueError naming a bad one)."
     s = np.asarray(s, float); tokens = np.asarray(tokens, float); lengths = np.asarray(lengths)
     lows = _check_grid(lows, "lower grid `lows`")
     shifts = _check_grid(shifts, "lower grid `shifts`"); slopes = _check_grid(slopes, "lower grid `slopes`")
     if shifts.shape != slopes.shape: raise ValueError(f"shifts and slopes are paired shapes and must have the same length, got {len(shifts)} and {len(slopes)}")
     if not np.isfinite(u): raise ValueError(f"u (upper end of the lower threshold) must be finite, got {u!r}")
+    return s, tokens, lengths, lows, shifts, slopes, float(u)
+
+def lower_exits_dense(s, tokens, lengths, lows, shifts, slopes, u, chunk_elems=1 << 18) -> np.ndarray:
+    """The previous vectorised lower exits (kept as a reference for `lower_exits`): the sigmoid evaluated on
+    every (shape, trace, step), `_lower_k` per element, running minimum, histogram. Same result, slower."""
+    s, tokens, lengths, lows, shifts, slopes, u = _check_lower(s, tokens, lengths, lows, shifts, slopes, u)
     n, T = s.shape
     valid = _valid(lengths, T)
     order = np.argsort(lows, kind="stable"); la = lows[order]
@@ -193,6 +198,122 @@ def lower_exits(s, tokens, lengths, lows, shifts, slopes, u, chunk_elems=1 << 18
         ex = _exits_from_k(k.reshape(Pc * n, T), None, L)
         out[sl][:, order, :] = ex.reshape(Pc, n, L).transpose(0, 2, 1)
     return out
+
+# %% ../nbs/07a_exits.ipynb #7a3cea6e
+def _bucket_table(la):
+    "First-guess table for k = #{j : la[j] < r} read at (r - a)/w: (table, a, 1/w, top index); None for a one-point grid."
+    L = len(la); a, b = float(la[0]), float(la[-1])
+    B = 64 * L; w = (b - a) / B
+    if not (w > 0 and np.isfinite(1 / w)): return None
+    table = np.r_[np.searchsorted(la, a + w * np.arange(B + 1), side="left"), L].astype(np.int32)   # last: above the grid
+    return table, a, 1.0 / w, B + 1
+
+def _q_table(tokens, shifts, slopes):
+    "(qu (P, U), inv (n, T)) with 1 - σ = qu[:, inv] = expit(-slope·(tokens - shift)), evaluated on the distinct token counts."
+    ut, inv = np.unique(tokens, return_inverse=True)
+    return expit(-slopes[:, None] * (ut[None] - shifts[:, None])), inv.reshape(tokens.shape)
+
+def _fix_k(k, pos, s, q, u, la):
+    "Move k at the flat positions `pos` to the exact count: candidate k fires (or k = L), k - 1 does not (or k = 0)."
+    L = len(la)
+    sb, qb, kk = s.ravel()[pos], q.ravel()[pos], k.ravel()[pos].astype(np.int64)
+    fires = lambda j: sb <= u - (u - la[j]) * qb                      # the reference loop's expression
+    for _ in range(L + 2):
+        up = (kk < L) & ~fires(np.minimum(kk, L - 1)); kk = kk + up
+        dn = (kk > 0) & fires(np.maximum(kk - 1, 0)); kk = kk - dn
+        if not (up.any() or dn.any()): break
+    k.ravel()[pos] = kk
+
+# %% ../nbs/07a_exits.ipynb #15099b89
+def _kmin_block(sb, q, u, la, a_hi, a_lo, tb):
+    "Exact counts (rows, m) of lower bounds `la` that have not fired at signal values sb with 1 - σ = q: guess, check, fix."
+    g, k = np.empty(q.shape), np.empty(q.shape, np.int32)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        if tb is None: k[:] = np.searchsorted(la, u - (u - sb) / q, side="left")
+        else:                                                             # (r - a)/w with r = u - (u - s)/q: a first guess
+            table, a, iw, top = tb
+            np.subtract(u, sb, out=g); g *= iw; np.divide(g, q, out=g); np.subtract((u - a) * iw, g, out=g)
+            np.clip(g, 0, top, out=g); np.take(table, g.astype(np.int32), out=k, mode="clip")   # mode="clip": no buffer
+        np.take(a_hi, k, out=g, mode="clip"); g *= q; np.subtract(u, g, out=g); bad = sb > g          # l_k must fire
+        np.take(a_lo, k, out=g, mode="clip"); g *= q; np.subtract(u, g, out=g); bad |= sb <= g        # l_(k-1) must not
+    pos = np.flatnonzero(bad)
+    if len(pos): _fix_k(k, pos, sb, q, u, la)
+    return k
+
+def _kmin_chunks(s, lengths, la, qu, inv, u, p_range, chunk_elems=1 << 14, shapes=8):
+    """For chunks of `shapes` shapes of `p_range`: yields (p0, k) with k (pc, T, n) int32, the running count of lower
+    bounds `la` (ascending) that have not fired on trace i by step t (0 at padded steps). The (shape, trace) pairs go
+    through the steps in blocks of `chunk_elems // n` rows; a pair whose count reached 0 (every bound fired) is
+    dropped from the later blocks, which skips most of the work once the sigmoids have risen."""
+    n, T = s.shape; lengths = np.asarray(lengths); U = qu.shape[1]
+    s, inv = np.ascontiguousarray(s.T), np.ascontiguousarray(inv.T)       # (T, n): the running minimum runs over rows
+    tb = _bucket_table(la)
+    a_hi = np.r_[u - la, -np.inf]; a_lo = np.r_[np.inf, u - la]           # a_hi[k] = u - la[k], a_lo[k] = u - la[k-1]
+    bt, quf = max(1, min(T, chunk_elems // max(1, n))), qu.ravel()
+    for p0 in range(p_range.start, p_range.stop, shapes):
+        pc = min(shapes, p_range.stop - p0)
+        k = np.zeros((T, pc * n), np.int32)                                # columns: (shape, trace) pairs
+        act, prev = np.flatnonzero(np.tile(lengths > 0, pc)), None
+        for t0 in range(0, T, bt):
+            t1 = min(T, t0 + bt)
+            if prev is not None:
+                keep = (prev > 0) & (lengths[act % n] > t0); act, prev = act[keep], prev[keep]
+            if not len(act): break
+            tr = act % n
+            fi = np.take(inv[t0:t1], tr, axis=1); fi += (act // n + p0) * U   # flat index into qu
+            kb = _kmin_block(np.take(s[t0:t1], tr, axis=1), quf.take(fi, mode="clip"), u, la, a_hi, a_lo, tb)
+            kb[np.arange(t0, t1)[:, None] >= lengths[tr][None, :]] = 0     # padded steps never count
+            if prev is not None: np.minimum(kb[0], prev, out=kb[0])
+            for t in range(1, t1 - t0): np.minimum(kb[t - 1], kb[t], out=kb[t])   # fired by t iff j >= min_{t' <= t} k
+            prev = kb[-1].copy()
+            k[t0:t1, act] = kb
+        yield p0, k.reshape(T, pc, n).transpose(1, 0, 2)
+
+def lower_exits(s, tokens, lengths, lows, shifts, slopes, u, chunk_elems=1 << 14) -> np.ndarray:
+    """Exit steps of the lower rule for the grid `shapes × lows`: (P, L, n) ints, the first valid t with
+    s[i, t] <= g = u - (u - lows[j]) * expit(-slopes[p] * (tokens[i, t] - shifts[p])), or lengths[i]
+    if it never fires. `shifts`/`slopes` are paired (one shape each, length P); `lows` (L) any order."""
+    s, tokens, lengths, lows, shifts, slopes, u = _check_lower(s, tokens, lengths, lows, shifts, slopes, u)
+    n, T = s.shape; P, L = len(shifts), len(lows)
+    order = np.argsort(lows, kind="stable"); la = lows[order]
+    qu, inv = _q_table(tokens, shifts, slopes)
+    out = np.empty((P, L, n), dtype=np.int32)
+    for p0, k in _kmin_chunks(s, lengths, la, qu, inv, u, range(P), chunk_elems):
+        for j, kj in enumerate(k): out[p0 + j][order, :] = _exits_from_k(kj.T, None, L).T
+    return out
+
+# %% ../nbs/07a_exits.ipynb #21cf7bf0
+def _sums_part(s, lengths, la, qu, inv, u, p_range, cap, mask, w):
+    "Histograms of `lower_exit_sums` for the shapes `p_range`: (hits (P', L) int64, sums (P', L)); w: (T, n) flat weights."
+    n, T = s.shape; L = len(la)
+    hits, sums = np.zeros((len(p_range), L), np.int64), np.zeros((len(p_range), L))
+    counted = np.flatnonzero((cap >= 1) & mask); ci = (cap[counted] - 1) * n + counted   # flat (c_i - 1, i), step-major
+    for p0, k in _kmin_chunks(s, lengths, la, qu, inv, u, p_range):
+        for j, kj in enumerate(k, p0 - p_range.start):
+            kj = kj.ravel()
+            hits[j] = np.cumsum(np.bincount(kj[ci], minlength=L + 1)[:L])
+            sums[j] = np.cumsum(np.bincount(kj, w, minlength=L + 1)[::-1])[::-1][1:]   # Σ_{m > j} h[m]
+    return hits, sums
+
+def lower_exit_sums(s, tokens, lengths, lows, shifts, slopes, u, cap, mask, values, n_jobs=1):
+    """Per candidate of the grid `shapes × lows` (lows ascending): (hits (P, L) int, sums (P, L)) with
+    hits = #{i : mask[i] and exit_i < cap[i]} and sums = Σ_i values[i, min(exit_i, cap[i])], `exit` the
+    lower exits (`lower_exits`) and `cap[i]` in [0, lengths[i] - 1]. Threads over shapes (`n_jobs`)."""
+    s, tokens, lengths, lows, shifts, slopes, u = _check_lower(s, tokens, lengths, lows, shifts, slopes, u)
+    if (np.diff(lows) < 0).any(): raise ValueError("lower_exit_sums: give `lows` in ascending order")
+    n, T = s.shape; P = len(shifts)
+    cap, mask, values = np.asarray(cap, np.int64), np.asarray(mask, bool), np.asarray(values, float)
+    if ((cap < 0) | (cap > lengths - 1)).any(): raise ValueError("cap must lie in [0, lengths - 1] (an exit step) for every trace")
+    d = np.zeros((n, T)); d[:, :-1] = values[:, 1:] - values[:, :-1]
+    w = np.where(np.arange(T)[None, :] < cap[:, None], d, 0.0).T.ravel()   # v(t+1) - v(t) counts at the steps t < c_i
+    qu, inv = _q_table(tokens, shifts, slopes)
+    args = (s, lengths, lows, qu, inv, u)
+    blocks = [range(a, b) for a, b in zip(*(lambda e: (e[:-1], e[1:]))(np.linspace(0, P, min(n_jobs, P) + 1).astype(int))) if b > a]
+    if len(blocks) > 1:                                                  # numpy releases the GIL: threads share the shapes
+        with ThreadPoolExecutor(len(blocks)) as ex: parts = list(ex.map(lambda r: _sums_part(*args, r, cap, mask, w), blocks))
+    else: parts = [_sums_part(*args, blocks[0], cap, mask, w)]
+    hits, sums = (np.concatenate(z) for z in zip(*parts))
+    return hits, sums + values[np.arange(n), 0].sum()
 
 # %% ../nbs/07a_exits.ipynb #51ac1d02
 def upper_exits_loop(s, lengths, grid) -> np.ndarray:
@@ -213,4 +334,18 @@ def lower_exits_loop(s, tokens, lengths, lows, shifts, slopes, u) -> np.ndarray:
                 g = u - (u - l) * expit(-c * (tokens[i, :L] - sh))     # = l + (u - l)·σ(c(ω - s))
                 hit = np.nonzero(s[i, :L] <= g)[0]
                 out[p, j, i] = hit[0] if len(hit) else L
+    return out
+
+def lower_exits_per_trace(s, tokens, lengths, lows, shifts, slopes, u, traces=None) -> np.ndarray:
+    """Reference (the Conformal Thinking code's algorithm): a loop over traces, all candidates of a trace at once
+    as one (shapes, lows, T) comparison and a first-hit argmax. (P, L, len(traces)) exits of the traces `traces` (default all)."""
+    la = np.asarray(lows, float)[None, :, None]
+    c = np.asarray(slopes, float)[:, None, None]; sh = np.asarray(shifts, float)[:, None, None]
+    traces = range(len(lengths)) if traces is None else traces
+    out = np.empty((len(c), la.shape[1], len(traces)), dtype=np.int64)
+    for k, i in enumerate(traces):
+        L = lengths[i]
+        g = u - (u - la) * expit(-c * (tokens[i, :L][None, None, :] - sh))    # (P, L, T), the form of lower_exits_loop
+        hit = s[i, :L][None, None, :] <= g
+        out[:, :, k] = np.where(hit.any(-1), hit.argmax(-1), L)
     return out

@@ -91,6 +91,14 @@ def token_losses(model, input_ids: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), input_ids[:, 1:].flatten(), reduction="none").view(input_ids.shape[0], -1)
 
 # %% ../nbs/08a_moe.ipynb #c66e9fb3
+_SCRATCH: dict = {}
+
+def _scratch(name: str, n: int, like: torch.Tensor) -> torch.Tensor:
+    "A flat buffer of at least `n` elements (dtype/device of `like`), shared by all NestedFFN layers and grown on demand."
+    key = (name, like.dtype, like.device); b = _SCRATCH.get(key)
+    if b is None or b.numel() < n: b = _SCRATCH[key] = like.new_empty(max(n, 1))
+    return b[:n]
+
 class NestedFFN(nn.Module):
     "A SwiGLU FFN whose neurons are sorted by importance; expert j is the first widths[j] neurons."
     def __init__(self, mlp: LlamaMLP, widths, perm: torch.Tensor | None = None):
@@ -105,6 +113,7 @@ class NestedFFN(nn.Module):
             self.up = nn.Parameter(mlp.up_proj.weight[perm].clone().contiguous())
             self.down_t = nn.Parameter(mlp.down_proj.weight[:, perm].T.clone().contiguous())
         self.act = mlp.act_fn
+        self._silu = isinstance(self.act, nn.SiLU) or type(self.act).__name__ == "SiLUActivation"   # in-place silu is safe
         self.register_buffer("perm", perm)
         self.policy, self.mode, self.timer = None, "masked", None
         self.track, self.width_sum, self.n_tokens, self.last_widths = False, 0.0, 0, None
@@ -156,33 +165,61 @@ class NestedFFN(nn.Module):
         if self.mode == "masked":
             h = self.hidden(x) * (torch.arange(self.d_ff) < w[..., None])
             return h @ self.down_t
+        if self.mode == "sliced_reference" or (torch.is_grad_enabled() and (x.requires_grad or self.gate.requires_grad)):
+            return self._sliced_reference(x, w)                      # out=/in-place kernels do not support autograd
         return self._sliced(x, w, tm)
 
     def _sliced(self, x, w, tm):
         # Tokens sorted by width (widest first); neuron block [lo, hi) is then needed by a *prefix* of
-        # the sorted tokens, so every weight block is read once and every matmul is contiguous.
+        # the sorted tokens, so every weight block is read once and every matmul is on contiguous rows.
+        # gate/up outputs go to scratch buffers shared by all layers (no allocation per block), the
+        # activation is applied in place and each block's down projection is accumulated with addmm_.
         t0 = time.perf_counter()
+        shape = x.shape; xf = x.reshape(-1, shape[-1]); wf = w.reshape(-1); N = len(xf)
+        vals, cnt = torch.unique(wf, return_counts=True)             # ascending widths, one pass
+        vals, cnt = vals.tolist(), cnt.tolist()
+        if len(vals) == 1: xs, order = xf, None
+        else:
+            order = torch.argsort(wf, descending=True, stable=True); xs = xf.index_select(0, order)
+        need = np.cumsum(cnt[::-1])[::-1].tolist()                   # tokens with width >= vals[k]
+        ys = xf.new_empty(xf.shape) if order is None else _scratch("ys", N * shape[-1], xf).view(N, shape[-1])
+        if vals[0] == 0: ys.zero_()
+        t1 = time.perf_counter()
+        lo = 0
+        for hi, n in zip(vals, need):
+            if hi == 0: continue
+            xb, bw = xs[:n], hi - lo
+            g = _scratch("g", n * bw, xf).view(n, bw); u = _scratch("u", n * bw, xf).view(n, bw)
+            torch.mm(xb, self.gate[lo:hi].T, out=g); torch.mm(xb, self.up[lo:hi].T, out=u)
+            h = (F.silu(g, inplace=True) if self._silu else self.act(g)).mul_(u)
+            if lo == 0 and n == N: torch.mm(h, self.down_t[lo:hi], out=ys)
+            else: ys[:n].addmm_(h, self.down_t[lo:hi])
+            lo = hi
+        t2 = time.perf_counter()
+        if order is None: y = ys
+        else: y = torch.empty_like(xf); y.index_copy_(0, order, ys)
+        t3 = time.perf_counter()
+        if tm is not None:
+            tm["gather_scatter"] = tm.get("gather_scatter", 0.0) + (t1 - t0) + (t3 - t2)
+            tm["matmul"] = tm.get("matmul", 0.0) + (t2 - t1)
+        return y.view(shape)
+
+    def _sliced_reference(self, x, w, tm=None):
+        # The first sliced implementation (kept as the reference the fast path is tested and benchmarked against).
         shape = x.shape; xf = x.reshape(-1, shape[-1]); wf = w.reshape(-1)
-        uniform = bool((wf == wf[0]).all())
-        if uniform: xs, ws, order = xf, wf, None
+        if bool((wf == wf[0]).all()): xs, ws, order = xf, wf, None
         else:
             order = torch.argsort(wf, descending=True, stable=True)
             xs, ws = xf.index_select(0, order), wf.index_select(0, order)
         bounds = [0] + [v for v in torch.unique(ws).tolist() if v > 0]
         counts = [int((ws >= hi).sum()) for hi in bounds[1:]]
-        t1 = time.perf_counter()
         ys = xs.new_zeros(xs.shape)
         for lo, hi, n in zip(bounds[:-1], bounds[1:], counts):
             xb = xs[:n]
             h = self.act(xb @ self.gate[lo:hi].T) * (xb @ self.up[lo:hi].T)
             ys[:n] += h @ self.down_t[lo:hi]
-        t2 = time.perf_counter()
         if order is None: y = ys
         else: y = torch.empty_like(ys); y.index_copy_(0, order, ys)
-        t3 = time.perf_counter()
-        if tm is not None:
-            tm["gather_scatter"] = tm.get("gather_scatter", 0.0) + (t1 - t0) + (t3 - t2)
-            tm["matmul"] = tm.get("matmul", 0.0) + (t2 - t1)
         return y.view(shape)
 
 # %% ../nbs/08a_moe.ipynb #a35f5b18
@@ -273,7 +310,8 @@ def set_policy(model, policy, mode="masked"):
     ls = nested_layers(model)
     pols = policy if isinstance(policy, list) else [policy] * len(ls)
     if len(pols) != len(ls): raise ValueError(f"need one policy per layer ({len(ls)}), got {len(pols)}")
-    if mode not in ("masked", "sliced"): raise ValueError(f"mode must be 'masked' or 'sliced', got {mode!r}")
+    if mode not in ("masked", "sliced", "sliced_reference"):
+        raise ValueError(f"mode must be 'masked', 'sliced' or 'sliced_reference', got {mode!r}")
     for m, p in zip(ls, pols): m.policy, m.mode = p, mode
 
 @contextmanager

@@ -7,12 +7,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 import numpy as np
-from scipy.stats import binom
+import pandas as pd
+from scipy.stats import binom, beta as scipy_beta
 
 # %% auto #0
 __all__ = ['PVALUES', 'METHODS', 'hoeffding_pvalue', 'bentkus_pvalue', 'hb_pvalue', 'binomial_pvalue', 'Calibration',
            'BatchCalibration', 'calibrate_batch', 'calibrate', 'RiskController', 'Selection', 'select',
-           'merge_selections']
+           'merge_selections', 'validity_summary']
 
 # %% ../nbs/06_risk.ipynb #44bdaa94
 def _h(a, b):
@@ -343,3 +344,41 @@ def merge_selections(parts: list, what="risk") -> Selection:
         msg = next((p.message for p in parts if not p.feasible), "")
         msg = msg.replace(f"(lowest empirical risk on the grid {np.nanmin(parts[0].risk_hat):.4g}", f"(lowest empirical risk on the grid {np.nanmin(rh):.4g}")
     return Selection(f.method, f.alpha, f.delta, f.n, idx, idx is not None, rh, cat("bound"), cat("pvalues"), cert, eff, msg, f.n_paths)
+
+# %% ../nbs/06_risk.ipynb #d9bb5969
+def _cp(k, n, level=0.95):
+    "Clopper–Pearson interval of k successes in n (NaN where n = 0)."
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    a = (1 - level) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo = np.where(k > 0, scipy_beta.ppf(a, k, n - k + 1), 0.0)
+        hi = np.where(k < n, scipy_beta.ppf(1 - a, k + 1, n - k), 1.0)
+    return np.where(n > 0, lo, np.nan), np.where(n > 0, hi, np.nan)
+
+def validity_summary(df: pd.DataFrame,          # one row per (setting, split)
+                     by,                        # setting columns, e.g. ["model", "method", "alpha", "n_cal"]
+                     risk="risk", alpha="alpha", feasible="feasible",
+                     delta: float = 0.1,        # the level the violation rate is compared with
+                     ceiling: str | None = None,  # per-split test risk of the most permissive candidate
+                     floor: str | None = None) -> pd.DataFrame:  # per-split test risk at the full budget
+    "Per setting: feasibility rate, violation rate over all splits and conditional on certification (with CIs), status."
+    by = list(by)
+    miss = [c for c in by + [risk, alpha, feasible] + [c for c in (ceiling, floor) if c] if c not in df.columns]
+    if miss: raise ValueError(f"validity_summary: column(s) {miss} missing; pass risk=/alpha=/feasible=/ceiling=/floor= naming them")
+    d = df.assign(_f=df[feasible].astype(bool), _v=df[risk] > df[alpha] + 1e-12)
+    d = d.assign(_vc=d["_v"] & d["_f"], _rc=d[risk].where(d["_f"]),
+                 _cv=(d[ceiling] > d[alpha] + 1e-12) if ceiling else np.nan, _fl=d[floor] if floor else np.nan)
+    out = d.groupby(by, sort=True, observed=True).agg(
+        splits=("_f", "size"), certified=("_f", "sum"), violation_rate=("_v", "mean"), violations_certified=("_vc", "sum"),
+        mean_risk_certified=("_rc", "mean"), q90_risk_certified=("_rc", lambda v: v.quantile(0.9)),
+        can_violate=("_cv", "mean"), floor_risk=("_fl", "mean")).reset_index()
+    out["feasibility_rate"] = out["certified"] / out["splits"]
+    out["feasibility_lo"], out["feasibility_hi"] = _cp(out["certified"], out["splits"])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["violation_rate_certified"] = np.where(out["certified"] > 0, out["violations_certified"] / out["certified"].clip(lower=1), np.nan)
+    out["violation_certified_lo"], out["violation_certified_hi"] = _cp(out["violations_certified"], out["certified"])
+    a = out[alpha] if alpha in out.columns else d.groupby(by, sort=True, observed=True)[alpha].first().to_numpy()
+    out["status"] = np.select([out["floor_risk"] > a, out["certified"] == 0, out["can_violate"] <= delta],
+                              ["unreachable", "infeasible", "vacuous"], "tested")
+    out["tested"] = out["status"] == "tested"
+    return out

@@ -8,8 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
-from .exits import (SMOOTHERS, _check_beta, _check_grid, _padded, lower_exits, signal_values, upper_exits)
-from .risk import METHODS, RiskController, Selection, _check_level, merge_selections, select
+from .exits import (SMOOTHERS, _check_beta, _check_grid, _padded, lower_exit_sums, lower_exits, signal_values, upper_exits)
+from .risk import (METHODS, RiskController, Selection, _certify, _check_level, _chosen_message, _infeasible_message,
+                         merge_selections, select)
 
 # %% auto #0
 __all__ = ['UPPER_LOSSES', 'LOWER_LOSSES', 'EXIT_KINDS', 'EFFICIENCIES', 'Rule', 'UpperRule', 'LowerRule', 'CombinedRule',
@@ -414,20 +415,31 @@ def _select_lower_stream(pool, ctrl, lam, idx):
         sl = slice(p0, min(P, p0 + chunk))
         e_lo = lr.exits(x, tok, L, u, paths=sl)
         step = np.minimum(np.minimum(e_lo, e_up[None]), L - 1)
-        if ctrl.lower_loss == "stop":   # = exit_losses(...)["lower"]: the lower rule fired first, before the last checkpoint
-            lower = (e_lo < np.minimum(e_up, L - 1)[None]) & S.solvable[None]
-        else:
-            lower = exit_losses(S, step, np.where((e_lo < e_up[None]) & (e_lo < L), 2, 0), lower_loss=ctrl.lower_loss, keys=("lower",))["lower"]
+        lower = exit_losses(S, step, np.where((e_lo < e_up[None]) & (e_lo < L), 2, 0), lower_loss=ctrl.lower_loss, keys=("lower",))["lower"]
         eff = _gather(S.wrong_upto, step) / L if ctrl.efficiency == "j" else _gather(S.tokens, step)
-        npc = sl.stop - sl.start
         return select(lower.T, eff.mean(1), ctrl.alpha_lower, ctrl.delta, ctrl.method, ctrl.pvalue, 1.0,
-                      paths=[np.arange(q * nl, (q + 1) * nl) for q in range(npc)], split_over=P, what=what)
-    starts = range(0, P, chunk)
-    if ctrl.n_jobs > 1 and len(starts) > 1:   # numpy/scipy release the GIL: threads share the work, results merge in order
-        with ThreadPoolExecutor(ctrl.n_jobs) as ex: parts = list(ex.map(part, starts))
-    else:
-        parts = [part(p0) for p0 in starts]
+                      paths=[np.arange(q * nl, (q + 1) * nl) for q in range(sl.stop - sl.start)], split_over=P, what=what)
+    with ThreadPoolExecutor(ctrl.n_jobs) as ex: parts = list(ex.map(part, range(0, P, chunk)))   # numpy/scipy release the GIL; merged in order
     return merge_selections(parts, what), u
+
+def _select_lower_fast(pool, ctrl, lam, idx):
+    "`_select_lower_stream` for lower_loss='stop' (same Selection but for the uncertified efficiencies' last digits); returns (Selection, u)."
+    lr, u = pool.lower_rule, pool.rule.u_for(lam)
+    x, tok, L, n, nl, a, d = pool.x[idx], pool.P.tokens[idx], pool.L[idx], len(idx), lr.path_len, ctrl.alpha_lower, ctrl.delta
+    S = TraceStats(*(getattr(pool.S, f)[idx] for f in _TRACE_FIELDS))
+    cap = np.minimum(pool._upper_at(lam, x, tok, L), L - 1)
+    vals = S.wrong_upto / L[:, None] if ctrl.efficiency == "j" else S.tokens      # efficiency of exiting at each step
+    hits, sums = lower_exit_sums(x, tok, L, lr.lows, lr.shifts, lr.slopes, u, cap, S.solvable, vals, ctrl.n_jobs)
+    rh, eff = hits.ravel() / n, sums.ravel() / n
+    cert, bound, pv = _certify(rh, n, a, d, ctrl.method, ctrl.pvalue, 1.0, lr.paths(), lr.n_paths)
+    for p in np.unique(np.flatnonzero(cert) // nl):                              # the certified: efficiencies as the stream has them
+        js = np.flatnonzero(cert[p * nl:(p + 1) * nl])
+        step = np.minimum(lower_exits(x, tok, L, lr.lows[js], lr.shifts[[p]], lr.slopes[[p]], u)[0], cap)
+        eff[p * nl + js] = vals[np.arange(n), step].mean(1)
+    i = int(np.argmin(np.where(cert, eff, np.inf))) if cert.any() else None
+    msg = (_chosen_message(ctrl.method, int(cert.sum()), len(rh), a, d, n, i, "J-" if ctrl.efficiency == "j" else "tokens")
+           if i is not None else _infeasible_message(ctrl.method, a, d, n, lr.n_paths, rh))
+    return Selection(ctrl.method, float(a), float(d), n, i, i is not None, rh, bound, pv, cert, eff, msg, lr.n_paths), u
 
 # %% ../nbs/07b_stopping.ipynb #c3d704f4
 class Pool(_PoolMatrices):
@@ -443,7 +455,7 @@ class Pool(_PoolMatrices):
                             ctrl.method, ctrl.pvalue, 1.0, what="J+" if ctrl.efficiency == "j" else "tokens")
             lam = float(up.value(up_sel.index)) if up_sel.feasible else None
         if lo is not None and self.large and ctrl.method not in ("bonferroni", "holm"):
-            lo_sel, u = _select_lower_stream(self, ctrl, lam, idx)
+            lo_sel, u = (_select_lower_fast if ctrl.lower_loss == "stop" and len(idx) else _select_lower_stream)(self, ctrl, lam, idx)
             if lo_sel.feasible: lp = lo.describe(lo_sel.index, u)
         elif lo is not None:
             loss, eff, _, _, u = self.lower_matrices(ctrl, lam)

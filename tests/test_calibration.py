@@ -329,3 +329,40 @@ def test_as_scores_shared_with_cascade():
     assert cascade._as_scores is cal._as_scores
     assert np.array_equal(cal._as_scores([-np.inf, 1], "score", n=2, finite=False), [-np.inf, 1.0])
     with pytest.raises(ValueError, match=r"score contains NaN \(row 0\)"): cal._as_scores([np.nan, 1], "score", n=2, finite=False)
+
+
+# ---------------------------------------------------------------- paired AUROC table (s03's baseline comparison)
+
+def test_paired_auroc_table_matches_sklearn_and_brute_force_problem_bootstrap():
+    """Per group and pair: AUROCs equal scikit-learn's roc_auc_score; the CI equals a brute-force bootstrap that
+    resamples PROBLEMS (several checkpoint rows each) with the same counts for both scores."""
+    rng = np.random.default_rng(7)
+    n_prob = 40
+    reps = rng.integers(1, 6, n_prob)                              # checkpoints per problem: uneven clusters
+    pid = np.repeat(np.arange(n_prob), reps)
+    y = rng.random(len(pid)) < 0.45
+    fr = pd.DataFrame({"task": "t", "problem_id": pid, "correct": y, "probe": y + rng.normal(0, 0.8, len(pid)),
+                       "ended": (y & (rng.random(len(pid)) < 0.7)).astype(float)})
+    fr = pd.concat([fr, fr.assign(task="u", probe=fr["probe"][::-1].to_numpy())], ignore_index=True)
+    tab = cal.paired_auroc_table(fr, [("probe", "ended")], by=("task",), n_boot=150, seed=11)
+    assert list(tab["task"]) == ["t", "u"] and (tab["n_groups"] == n_prob).all() and (tab["n_rows"] == len(pid)).all()
+    for r in tab.itertuples():
+        d = fr[fr["task"] == r.task]
+        yy = d["correct"].to_numpy()
+        assert r.auroc == pytest.approx(roc_auc_score(yy, d["probe"]), abs=1e-12)
+        assert r.auroc_base == pytest.approx(roc_auc_score(yy, d["ended"]), abs=1e-12)
+        counts = cal.bootstrap_counts(n_prob, 150, seed=11)        # one draw of problems, used for BOTH scores
+        diffs = [roc_auc_score(yy, d["probe"], sample_weight=c[pid]) - roc_auc_score(yy, d["ended"], sample_weight=c[pid])
+                 for c in counts.astype(float) if len(np.unique(yy[c[pid] > 0])) == 2]
+        assert [r.diff_lo, r.diff_hi] == pytest.approx(list(np.quantile(diffs, [0.025, 0.975])), abs=1e-12)
+        assert r.beats_ci == (r.diff_lo > 0) and r.loses_ci == (r.diff_hi < 0)
+    # resampling rows instead of problems gives a different interval: the grouping is really used
+    rows = cal.paired_auroc_table(fr.assign(problem_id=np.arange(len(fr))), [("probe", "ended")], by=("task",), n_boot=150, seed=11)
+    assert not np.allclose(rows[["diff_lo", "diff_hi"]].to_numpy(), tab[["diff_lo", "diff_hi"]].to_numpy())
+
+
+def test_paired_auroc_table_bad_input_and_absent_columns():
+    fr = pd.DataFrame({"problem_id": [0, 1, 2, 3], "correct": [1, 0, 1, 0], "a": [0.9, 0.1, 0.8, 0.3], "b": [0.5, 0.5, 0.4, 0.6]})
+    assert len(cal.paired_auroc_table(fr, [("a", "zzz")], by=(), n_boot=10)) == 0
+    with pytest.raises(ValueError, match=r"frame lacks column\(s\) \['problem_id'\]"):
+        cal.paired_auroc_table(fr.drop(columns="problem_id"), [("a", "b")])

@@ -29,6 +29,8 @@ def traces(n=80, T=7, seed=0, samples=2, hidden=True):
     df = ts.df.copy()
     for s in ("win_maxprob", "win_margin", "win_minprob"): df["sig_" + s] = 1 / (1 + np.exp(-df["sig_" + s]))
     df["sig_win_logprob"] = -np.logaddexp(0, -df["sig_win_logprob"])
+    meta["stop_reason"] = np.where(np.arange(ts.n) % 3, "eot", "budget")           # the trivial "ended" baselines need these
+    meta["reasoning_tokens"] = df.groupby("trace_id", sort=True)["tokens"].max().to_numpy()
     h = None
     if hidden:
         rng = np.random.default_rng(seed)
@@ -256,3 +258,50 @@ def test_sampled_self_consistency_end_to_end():
 
 def test_bad_problems_without_metadata():
     with pytest.raises(ValueError, match=r"metadata column\(s\) \['problem_seed'\] missing"): C.problems_of(traces(hidden=False))
+
+
+# ---------------------------------------------------------------- trivial baselines: ended, ended_level (label leak), tokens
+def _naive_ended(ts, max_level=None):
+    "Reference: loop over checkpoint rows, look up the trace's metadata by id."
+    out = []
+    for tid, tok in zip(ts.df["trace_id"], ts.df["tokens"]):
+        m = ts.meta.loc[tid]
+        e = m["stop_reason"] in ("eot", "eos") and tok >= m["reasoning_tokens"]
+        if max_level is not None: e = e and m["difficulty"] <= max_level
+        out.append(float(e))
+    return np.array(out)
+
+
+def test_trivial_baselines_match_a_naive_loop():
+    ts = traces(hidden=False)
+    meta = ts.meta.reset_index()
+    rng = np.random.default_rng(3)
+    meta["stop_reason"] = rng.choice(["eot", "eos", "budget"], ts.n)
+    meta["reasoning_tokens"] = ts.df.groupby("trace_id", sort=True)["tokens"].max().to_numpy() - rng.integers(0, 2, ts.n)
+    meta["difficulty"] = rng.integers(1, 6, ts.n)
+    ts = TraceSet.from_frames(ts.df, meta)
+    e, el = C.on_traces(ts, "ended"), C.on_traces(ts, "ended_level")
+    np.testing.assert_array_equal(e, _naive_ended(ts))
+    np.testing.assert_array_equal(el, _naive_ended(ts, max_level=3))
+    np.testing.assert_array_equal(C.on_traces(ts, "tokens"), ts.df["tokens"].to_numpy(float))
+    assert 0 < e.mean() < 1 and el.sum() < e.sum()
+    # a trace cut at its budget never "ends", even at its last checkpoint
+    budget = ts.meta.index[ts.meta["stop_reason"] == "budget"]
+    assert (e[ts.df["trace_id"].isin(budget).to_numpy()] == 0).all()
+
+
+def test_ended_level_is_flagged_as_label_leak():
+    assert C.REGISTRY["ended_level"].leak and not C.REGISTRY["ended"].leak and not C.REGISTRY["tokens"].leak
+    assert not any(e.leak for n, e in C.REGISTRY.items() if n != "ended_level")
+    reg = C.registry_table().set_index("name")
+    assert reg.loc["ended_level", "label_leak"] and "LABEL LEAK" in reg.loc["ended_level", "formula"]
+    rep = C.evaluate_estimators(traces(hidden=False), names=["ended", "ended_level", "answer_prob"], n_boot=20, progress=False)
+    assert rep.table.set_index("estimator")["label_leak"].to_dict() == {"ended": False, "ended_level": True, "answer_prob": False}
+    assert rep.final.set_index("estimator").loc["ended_level", "label_leak"]
+
+
+def test_baselines_need_their_metadata():
+    ts = traces(hidden=False)
+    bare = TraceSet.from_frames(ts.df, ts.meta.drop(columns=["stop_reason", "reasoning_tokens"]).reset_index())
+    got = C.available(bare)
+    assert "ended" not in got and "ended_level" not in got and "tokens" in got

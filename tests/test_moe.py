@@ -62,6 +62,50 @@ def test_sliced_equals_masked_and_flops():
     assert moe.ffn_flops(16, 48) == 6 * 16 * 48
 
 
+def test_fast_sliced_equals_reference_on_mixed_routes():
+    # the fast path (scratch buffers, in-place silu, addmm_) against the first implementation and the masked path
+    torch.manual_seed(0)
+    mlp = LlamaMLP(LlamaConfig(hidden_size=24, intermediate_size=96, num_attention_heads=2))
+    f = moe.NestedFFN(mlp, [8, 24, 56, 96], torch.randperm(96))
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(5, 33, 24, generator=g)
+    routes = [("experts", torch.randint(0, 4, (5, 33), generator=g)),
+              ("experts", torch.tensor([3] + [0] * 164).view(5, 33)),          # one wide token, the rest narrow
+              ("static", 40), ("static", 0), ("static", 96), ("static", 1)]
+    with torch.no_grad():
+        for pol in routes:
+            f.policy = pol
+            f.mode = "sliced"; fast = f(x)
+            f.mode = "sliced_reference"; ref = f(x)
+            f.mode = "masked"; masked = f(x)
+            assert (fast - ref).abs().max().item() <= 1e-6, pol
+            assert (fast - masked).abs().max().item() <= 1e-5, pol
+        for _ in range(3):                                       # arbitrary widths, 0 and non-expert ones included
+            w = torch.tensor([0, 1, 7, 8, 50, 95, 96])[torch.randint(0, 7, (5, 33), generator=g)]
+            assert (f._sliced(x, w, None) - f._sliced_reference(x, w)).abs().max().item() <= 1e-6
+        f.policy, f.mode = ("experts", torch.randint(0, 4, (5, 33), generator=g)), "sliced"
+        a = f(x); b = f(x * 2)                                   # shared scratch buffers do not alias outputs
+        assert not torch.equal(a, b) and torch.equal(a, f(x))
+    x.requires_grad_(True)                                        # under autograd the fast path falls back
+    f(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_full_width_nested_logits_equal_dense_in_every_mode():
+    model = tiny_llama(seed=2)
+    ids = torch.randint(0, 61, (3, 17), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad(): ref = model(input_ids=ids).logits
+    X, R = moe.collect_ffn_inputs(model, [ids], with_residual=True)
+    moe.nested_from_dense(model, X, [8, 16, 32, 64])
+    routers = moe.fit_routers(model, X, R)
+    full = [None, ("static", 64), ("experts", torch.full((3, 17), 3)), [("router", r, 1e-12) for r in routers]]
+    for pol in full:
+        for mode in ("masked", "sliced", "sliced_reference"):
+            moe.set_policy(model, pol, mode)
+            with torch.no_grad(): out = model(input_ids=ids).logits
+            assert (out - ref).abs().max().item() < 1e-5, (pol if not isinstance(pol, list) else "router", mode)
+
+
 def test_flop_fraction_static_and_router_overhead():
     model = tiny_llama()
     ids = torch.randint(0, 61, (2, 10))

@@ -254,3 +254,49 @@ def test_risk_controller_contract():
     with pytest.raises(ValueError, match="pvalue must be one of"): RiskController(pvalue="magic")
     with pytest.raises(ValueError, match="alpha must be in \\(0, 2\\)"): RiskController("ltt", 2.5, B=2.0)
     with pytest.raises(TypeError, match="delta must be a number"): RiskController("ltt", 0.1, "0.1")
+
+
+# ---------------------------------------------------------------- validity over splits: infeasible is never a valid 0
+import pandas as pd
+from scipy.stats import binomtest
+from adalib.risk import validity_summary
+
+
+def _naive_validity(d, alpha, delta):
+    "Reference for one setting, from plain Python lists."
+    f = list(d["feasible"]); r = list(d["risk"]); c = list(d["ceil"])
+    cert = [x for x, ok in zip(r, f) if ok]
+    viol_c = sum(x > alpha for x in cert)
+    can = sum(x > alpha for x in c) / len(c)
+    status = "infeasible" if not cert else ("vacuous" if can <= delta else "tested")
+    return dict(certified=len(cert), feasibility_rate=len(cert) / len(f), violation_rate=sum(x > alpha for x in r) / len(r),
+                violation_rate_certified=viol_c / len(cert) if cert else np.nan, can_violate=can, status=status,
+                mean_risk_certified=np.mean(cert) if cert else np.nan)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 10_000), p_feas=st.sampled_from([0.0, 0.3, 1.0]), delta=st.sampled_from([0.05, 0.1, 0.2]))
+def test_validity_summary_matches_a_naive_loop(seed, p_feas, delta):
+    rng = np.random.default_rng(seed)
+    S = int(rng.integers(5, 40))
+    df = pd.DataFrame({"method": np.repeat(["a", "b"], S), "alpha": 0.1, "split": np.tile(np.arange(S), 2),
+                       "feasible": rng.random(2 * S) < p_feas, "risk": rng.random(2 * S) * 0.2})
+    df["ceil"] = df["risk"] + rng.random(2 * S) * rng.choice([0.0, 0.3])       # the most permissive threshold's risk bounds any choice
+    df.loc[~df["feasible"], "risk"] = 0.0                                         # an uncertified split runs to budget: drop risk 0
+    out = validity_summary(df, ["method"], delta=delta, ceiling="ceil").set_index("method")
+    for m, d in df.groupby("method"):
+        ref = _naive_validity(d, 0.1, delta)
+        for k, v in ref.items():
+            got = out.loc[m, k]
+            if isinstance(v, str): assert got == v, (k, got, v)
+            elif np.isnan(v): assert np.isnan(got), k                             # never certified: NaN, not a valid 0
+            else: assert got == pytest.approx(v, abs=1e-12), k
+        lo, hi = binomtest(ref["certified"], S).proportion_ci(method="exact")
+        assert (out.loc[m, "feasibility_lo"], out.loc[m, "feasibility_hi"]) == pytest.approx((lo, hi), abs=1e-9)
+        if p_feas == 0.0: assert out.loc[m, "status"] == "infeasible" and out.loc[m, "violation_rate"] == 0.0
+
+
+def test_validity_summary_unreachable_and_bad_input():
+    df = pd.DataFrame({"alpha": 0.05, "k": "x", "feasible": [True, False], "risk": [0.1, 0.2], "full": [0.08, 0.09]})
+    assert validity_summary(df, ["k"], floor="full")["status"].item() == "unreachable"
+    with pytest.raises(ValueError, match=r"column\(s\) \['feasible'\] missing"): validity_summary(df.drop(columns="feasible"), ["k"])
