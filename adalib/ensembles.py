@@ -74,7 +74,7 @@ def make_candidates(traces, specs: dict, ctrl: Controller, costs: dict | None = 
         out[name] = Candidate(name, rule, step, d["upper"], d["correct"].astype(float), d["tokens"], comp)
     return out
 
-# %% ../nbs/07e_ensembles.ipynb #e391893f
+# %% ../nbs/07e_ensembles.ipynb #bc5d6869
 def masks(parts, N: int) -> np.ndarray:
     "(len(parts), N) 0/1 float mask with row i set at the indices parts[i]."
     M = np.zeros((len(parts), N))
@@ -87,10 +87,11 @@ def certify(cand: Candidate, M, ctrl: Controller, delta: float) -> tuple:
     if (n < 1).any(): raise ValueError("certify: every mask row needs at least one calibration trace")
     risk = (M @ cand.loss[:cand.m].T) / n[:, None]
     eff = (M @ cand.compute[:cand.m].T) / n[:, None]
+    fires = (M @ (cand.step[:cand.m] < cand.step[-1]).T) > 0             # a threshold that stops no masked trace early
     idx, best = np.full(len(M), cand.m), np.full(len(M), np.inf)
     for nc in np.unique(n):
         r = np.nonzero(n == nc)[0]
-        ok = np.asarray(calibrate_batch(risk[r], int(nc), ctrl.alpha, delta, ctrl.method, ctrl.pvalue, 1.0).passed, bool)
+        ok = np.asarray(calibrate_batch(risk[r], int(nc), ctrl.alpha, delta, ctrl.method, ctrl.pvalue, 1.0).passed, bool) & fires[r]
         e = np.where(ok, eff[r], np.inf)
         j = np.argmin(e, 1)
         idx[r] = np.where(ok.any(1), j, cand.m); best[r] = e[np.arange(len(r)), j]
@@ -120,7 +121,7 @@ def select_split(cands: dict, MA, MB, ctrl: Controller, fallback: str) -> tuple:
     j = np.array([certify(cands[names[kk]], MB[i:i + 1], ctrl, ctrl.delta)[0][0] for i, kk in enumerate(k)])
     return k, j
 
-# %% ../nbs/07e_ensembles.ipynb #806bae3b
+# %% ../nbs/07e_ensembles.ipynb #085f23e1
 def calibration_halves(splits, seed: int = 0) -> list:
     "Each split's calibration indices cut into seeded (selection, certification) halves."
     rng = np.random.default_rng(seed)
@@ -143,8 +144,10 @@ def _rows(mech, names, k, j, tm, cands, alpha, n_cal) -> pd.DataFrame:
     g = lambda f: np.array([tm[names[kk]][f][i, jj] for i, kk, jj in zip(s, k, j)])
     m = np.array([cands[names[kk]].m for kk in k])
     budget = np.array([tm[names[0]]["tokens"][i, -1] for i in s])
+    lam = [cands[names[kk]].rule.value(jj) if (jj < cands[names[kk]].m and cands[names[kk]].rule is not None) else np.nan
+           for kk, jj in zip(k, j)]
     d = pd.DataFrame({"split": s, "alpha": alpha, "mechanism": mech, "n_cal": n_cal, "feasible": j < m,
-                      "chosen": np.where(j < m, np.array(names, object)[k], None), "risk": g("loss"), "accuracy": g("correct"),
+                      "chosen": np.where(j < m, np.array(names, object)[k], None), "lambda_upper": lam, "risk": g("loss"), "accuracy": g("correct"),
                       "tokens": g("tokens"), "compute": g("compute"), "tokens_budget": budget})
     d["saving"] = 1 - d["tokens"] / d["tokens_budget"]
     d["net_saving"] = 1 - d["compute"] / d["tokens_budget"]
