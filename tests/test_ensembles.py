@@ -178,3 +178,16 @@ def test_bad_input():
     with pytest.raises(ValueError, match="not a candidate"): select_fixed(c, "zz", masks([np.arange(10)], 20), CTRL)
     with pytest.raises(ValueError, match="at least one calibration trace"): certify(c["a"], np.zeros((1, 20)), CTRL, 0.1)
     with pytest.raises(ValueError, match="at least one candidate"): make_candidates(synthetic_traces(n=10, T=4, seed=0).arrays(), {}, CTRL)
+
+
+def test_bonferroni_pays_for_k_candidates():
+    "A threshold whose p-value lies between δ/K and δ: certified alone at δ, not by Bonferroni over K = 4 candidates."
+    n = 200
+    k = next(k for k in range(n) if CTRL.delta / 4 < _hb_ref(k, n, CTRL.alpha) <= CTRL.delta)
+    step = np.stack([np.ones(n, int), np.zeros(n, int), np.ones(n, int)])
+    loss = np.zeros(n); loss[:k] = 1.0
+    c = Candidate("c", None, step, np.stack([0 * loss, loss, 0 * loss]), np.ones((3, n)), np.full((3, n), 5.0), np.full((3, n), 5.0))
+    M = masks([np.arange(n)], n)
+    assert list(select_fixed({"c": c}, "c", M, CTRL)[1]) == [1]
+    cands = {f"c{i}": c for i in range(4)}
+    assert list(select_bonferroni(cands, M, CTRL)[1]) == [2]
