@@ -124,9 +124,10 @@ def test_bonferroni_is_the_cheapest_certified_at_delta_over_k():
 def test_net_compute_counts_probes_before_the_exit():
     ts = synthetic_traces(n=150, T=8, seed=2)
     P = ts.arrays()
-    cost = np.full(150, 5.0)
-    c = make_candidates(P, {"a": ("answer_prob", "ema")}, CTRL, {"a": cost}, n_grid=8)["a"]
-    np.testing.assert_allclose(c.compute[:-1], c.tokens[:-1] + 5.0 * c.step[:-1])
+    c = make_candidates(P, {"a": ("answer_prob", "ema")}, CTRL, probe_tokens=5.0, forced_tokens=2.0, n_grid=8)["a"]
+    np.testing.assert_allclose(c.compute[:-1], c.tokens[:-1] + 5.0 * (c.step[:-1] + 1))   # probed: every checkpoint to the exit
+    w = make_candidates(P, {"w": ("win_negent", "ema")}, CTRL, probe_tokens=5.0, forced_tokens=2.0, n_grid=8)["w"]
+    np.testing.assert_allclose(w.compute[:-1], w.tokens[:-1] + 2.0 * (w.step[:-1] < w.step[-1]))   # forced suffix when early
     np.testing.assert_allclose(c.compute[-1], P.tokens[np.arange(150), P.lengths - 1])   # budget: no probes
 
 
@@ -161,7 +162,7 @@ def test_selections_keep_the_risk_guarantee_over_splits():
     P = ts.arrays()
     specs = {s: (s, "ema") for s in ts.signals[:4]}
     ctrl = Controller("ltt", alpha=0.1, delta=0.1, upper_loss="drop", efficiency="tokens")
-    cands = make_candidates(P, specs, ctrl, None, n_grid=30)
+    cands = make_candidates(P, specs, ctrl, 4.0, 1.0, n_grid=30)
     splits = draw_splits(np.asarray(P.solvable, bool), 300, 0.2, None, None, 0)
     ev = with_hindsight(evaluate_selection(cands, splits, ctrl, default=list(specs)[0]))
     s = summarise_selection(ev)
