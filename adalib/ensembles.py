@@ -16,7 +16,7 @@ from .stopping import Controller, UpperRule, exit_losses, trace_stats
 
 # %% auto #0
 __all__ = ['HINDSIGHT', 'net_compute', 'probe_signal', 'Candidate', 'make_candidates', 'masks', 'certify', 'select_fixed',
-           'select_bonferroni', 'select_split', 'calibration_halves', 'evaluate_selection', 'with_hindsight',
+           'select_bonferroni', 'select_split', 'decline', 'calibration_halves', 'evaluate_selection', 'with_hindsight',
            'summarise_selection', 'paired_gaps']
 
 # %% ../nbs/07e_ensembles.ipynb #c45241d8
@@ -112,7 +112,17 @@ def select_split(cands: dict, MA, MB, ctrl: Controller, fallback: str) -> tuple:
     j = np.array([certify(cands[names[kk]], MB[i:i + 1], ctrl, ctrl.delta)[0][0] for i, kk in enumerate(k)])
     return k, j
 
-# %% ../nbs/07e_ensembles.ipynb #085f23e1
+# %% ../nbs/07e_ensembles.ipynb #40fcd1bc
+def decline(cands: dict, k, j, M) -> np.ndarray:
+    "Per row: whether the chosen threshold (k, j) costs at least the budget (no probes) in mean compute on the traces of mask M."
+    names = list(cands); M = np.asarray(M, float); n = M.sum(1)
+    out = np.zeros(len(k), bool)
+    for i, (kk, jj) in enumerate(zip(k, j)):
+        c = cands[names[kk]]
+        if jj < c.m: out[i] = M[i] @ c.compute[jj] >= M[i] @ c.compute[-1]
+    return out
+
+# %% ../nbs/07e_ensembles.ipynb #bbec7f41
 def calibration_halves(splits, seed: int = 0) -> list:
     "Each split's calibration indices cut into seeded (selection, certification) halves."
     rng = np.random.default_rng(seed)
@@ -129,27 +139,31 @@ def _test_means(cands: dict, Mt) -> dict:
     n = Mt.sum(1)[:, None]
     return {k: {f: (Mt @ getattr(c, f).T) / n for f in ("loss", "correct", "tokens", "compute")} for k, c in cands.items()}
 
-def _rows(mech, names, k, j, tm, cands, alpha, n_cal) -> pd.DataFrame:
-    "One row per split for a mechanism's choices (k, j)."
+def _rows(mech, names, k, j, tm, cands, alpha, n_cal, declined=None) -> pd.DataFrame:
+    "One row per split for a mechanism's choices (k, j); a declined row runs to budget."
     s = np.arange(len(k))
-    g = lambda f: np.array([tm[names[kk]][f][i, jj] for i, kk, jj in zip(s, k, j)])
     m = np.array([cands[names[kk]].m for kk in k])
+    dec = np.zeros(len(k), bool) if declined is None else np.asarray(declined, bool)
+    je = np.where(dec, m, j)
+    g = lambda f: np.array([tm[names[kk]][f][i, jj] for i, kk, jj in zip(s, k, je)])
     budget = np.array([tm[names[0]]["tokens"][i, -1] for i in s])
     lam = [cands[names[kk]].rule.value(jj) if (jj < cands[names[kk]].m and cands[names[kk]].rule is not None) else np.nan
            for kk, jj in zip(k, j)]
     d = pd.DataFrame({"split": s, "alpha": alpha, "mechanism": mech, "n_cal": n_cal, "feasible": j < m,
-                      "chosen": np.where(j < m, np.array(names, object)[k], None), "lambda_upper": lam, "risk": g("loss"), "accuracy": g("correct"),
+                      "declined": dec, "chosen": np.where(dec, "budget (declined)", np.where(j < m, np.array(names, object)[k], None)),
+                      "lambda_upper": np.where(dec, np.nan, lam), "risk": g("loss"), "accuracy": g("correct"),
                       "tokens": g("tokens"), "compute": g("compute"), "tokens_budget": budget})
     d["saving"] = 1 - d["tokens"] / d["tokens_budget"]
     d["net_saving"] = 1 - d["compute"] / d["tokens_budget"]
     d["violation"] = d["risk"] > alpha + 1e-12
     return d
 
-# %% ../nbs/07e_ensembles.ipynb #a0471e63
+# %% ../nbs/07e_ensembles.ipynb #5914e823
 def evaluate_selection(cands: dict, splits, controllers, default: str, seed: int = 0) -> pd.DataFrame:
     """One row per (split, α, mechanism): every candidate on its own ('fixed: <name>'), the `default` candidate
     ('default'), Bonferroni over all ('bonferroni') and the data split ('split'), with test risk, accuracy, tokens,
-    compute and (net) savings. `controllers`: a Controller or a list of them (one per α)."""
+    compute and (net) savings; Bonferroni and the split decline (run to budget) when their pick costs at least the budget
+    on its certification traces. `controllers`: a Controller or a list of them (one per α)."""
     if isinstance(controllers, Controller): controllers = [controllers]
     if default not in cands: raise ValueError(f"evaluate_selection: default {default!r} is not a candidate; candidates: {list(cands)}")
     names = list(cands); N = next(iter(cands.values())).step.shape[1]
@@ -162,11 +176,13 @@ def evaluate_selection(cands: dict, splits, controllers, default: str, seed: int
     for ctrl in controllers:
         for nm in names: out.append(_rows(f"fixed: {nm}", names, *select_fixed(cands, nm, MC, ctrl), tm, cands, ctrl.alpha, n_cal))
         out.append(_rows("default", names, *select_fixed(cands, default, MC, ctrl), tm, cands, ctrl.alpha, n_cal))
-        out.append(_rows("bonferroni", names, *select_bonferroni(cands, MC, ctrl), tm, cands, ctrl.alpha, n_cal))
-        out.append(_rows("split", names, *select_split(cands, MA, MB, ctrl, default), tm, cands, ctrl.alpha, n_cal))
+        k, j = select_bonferroni(cands, MC, ctrl)
+        out.append(_rows("bonferroni", names, k, j, tm, cands, ctrl.alpha, n_cal, decline(cands, k, j, MC)))
+        k, j = select_split(cands, MA, MB, ctrl, default)
+        out.append(_rows("split", names, k, j, tm, cands, ctrl.alpha, n_cal, decline(cands, k, j, MB)))
     return pd.concat(out, ignore_index=True)
 
-# %% ../nbs/07e_ensembles.ipynb #7904b252
+# %% ../nbs/07e_ensembles.ipynb #8ebc70c3
 HINDSIGHT = "hindsight-best"
 
 def with_hindsight(df: pd.DataFrame, by=("alpha",), col: str = "net_saving") -> pd.DataFrame:
@@ -187,6 +203,7 @@ def summarise_selection(df: pd.DataFrame, by=("alpha",)) -> pd.DataFrame:
     rows = []
     for key, d in df.groupby(list(by) + ["mechanism"], sort=True):
         r = dict(zip(list(by) + ["mechanism"], key), splits=len(d), feasible=float(d["feasible"].mean()),
+                 declined=float(d["declined"].mean()) if "declined" in d else 0.0,
                  risk=float(d["risk"].mean()), violation_rate=float(d["violation"].mean()))
         for c in ("saving", "net_saving"): r[c], r[f"{c}_lo"], r[f"{c}_hi"] = _interval(d[c])
         r["status"] = "infeasible" if r["feasible"] == 0 else "ok"
@@ -198,7 +215,7 @@ def summarise_selection(df: pd.DataFrame, by=("alpha",)) -> pd.DataFrame:
         rows.append(r)
     return pd.DataFrame(rows)
 
-# %% ../nbs/07e_ensembles.ipynb #00341207
+# %% ../nbs/07e_ensembles.ipynb #2e351dd1
 def paired_gaps(df: pd.DataFrame, by=("alpha",), mechanisms=("split", "bonferroni"), versus=("default", HINDSIGHT),
                 col: str = "net_saving") -> pd.DataFrame:
     """Per group, mechanism and comparator: the per-split difference in `col` (mechanism − comparator, same split), its

@@ -192,3 +192,20 @@ def test_bonferroni_pays_for_k_candidates():
     assert list(select_fixed({"c": c}, "c", M, CTRL)[1]) == [1]
     cands = {f"c{i}": c for i in range(4)}
     assert list(select_bonferroni(cands, M, CTRL)[1]) == [2]
+
+
+def test_selections_decline_rules_that_cost_more_than_the_budget():
+    "With probes dearer than reasoning, a probed default loses compute; Bonferroni and the split run to budget instead."
+    ts = synthetic_traces(n=600, T=10, seed=5)
+    P = ts.arrays()
+    ctrl = Controller("ltt", alpha=0.2, delta=0.1, upper_loss="drop", efficiency="tokens")
+    cands = make_candidates(P, {"answer_prob": ("answer_prob", "ema"), "eot_negent": ("eot_negent", "ema")}, ctrl,
+                            probe_tokens=1e4, forced_tokens=1, n_grid=20)
+    splits = draw_splits(np.asarray(P.solvable, bool), 30, 0.5, None, None, 0)
+    ev = evaluate_selection(cands, splits, ctrl, default="answer_prob")
+    d = ev[ev["mechanism"] == "default"]
+    assert (d.loc[d["feasible"], "net_saving"] < 0).all() and d["feasible"].any()
+    for m in ("bonferroni", "split"):
+        e = ev[ev["mechanism"] == m]
+        assert (e["net_saving"].abs() < 1e-12).all()
+        assert (e.loc[e["feasible"], "declined"]).all()
