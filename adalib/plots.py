@@ -12,10 +12,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from fastcore.basics import patch
 from .io import sha256_file  # moved to adalib.io; still importable from here
 
 # %% auto #0
-__all__ = ['THEME', 'set_theme', 'savefig', 'save_table', 'Artifacts']
+__all__ = ['THEME', 'VERDICTS', 'set_theme', 'savefig', 'save_table', 'Artifacts', 'cited_row']
 
 # %% ../nbs/10_plots.ipynb #80942be8
 THEME = dict(style="whitegrid", context="paper", palette="colorblind", font_scale=1.1)
@@ -98,3 +99,41 @@ class Artifacts:
         paths = save_table(df, self.root / "tables" / name, **kw)
         self._caption(f"tables/{name}", caption)
         return paths
+
+# %% ../nbs/10_plots.ipynb #9300ab7c
+VERDICTS = ("reproduced", "not reproduced", "holds", "does not hold", "positive", "negative", "info")
+
+def cited_row(tables_dir, table, where=None) -> pd.Series:
+    "The one row of `tables_dir/<table>.csv` that the pandas query `where` selects (all rows if there is one)."
+    p = Path(tables_dir) / f"{table}.csv"
+    if not p.exists(): raise FileNotFoundError(f"finding cites table {table!r}, but {p} does not exist: write the table first")
+    df = pd.read_csv(p)
+    sel = df.query(where) if where else df
+    if len(sel) != 1:
+        raise ValueError(f"finding: `{where}` selects {len(sel)} rows of {table}.csv; it must select exactly one (add conditions)")
+    return sel.iloc[0]
+
+# %% ../nbs/10_plots.ipynb #633f095a
+_FINDING_COLS = ["statement", "verdict", "table", "where", "column", "value", "ci_low", "ci_high"]
+
+@patch
+def finding(self: Artifacts, statement, table, column, where=None, ci=None, verdict="info") -> dict:
+    """Record a result in `tables/findings.csv`: `statement` in words, and the value of `column` (with the CI
+    columns `ci=(lo, hi)`) read from the row of `tables/<table>.csv` that `where` selects. Re-recording the
+    same statement replaces it."""
+    if verdict not in VERDICTS: raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+    if not str(statement).strip(): raise ValueError("a finding needs a statement in words")
+    row = cited_row(self.root / "tables", table, where)
+    cols = [column, *(ci or ())]
+    missing = [c for c in cols if c not in row.index]
+    if missing: raise ValueError(f"finding cites columns {missing} that {table}.csv does not have; it has {list(row.index)}")
+    rec = dict(statement=" ".join(str(statement).split()), verdict=verdict, table=table, where=where or "",
+               column=column, value=row[column], ci_low=row[ci[0]] if ci else np.nan, ci_high=row[ci[1]] if ci else np.nan)
+    p = self.root / "tables" / "findings.csv"
+    old = pd.read_csv(p, keep_default_na=False, na_values=[""]) if p.exists() else pd.DataFrame(columns=_FINDING_COLS)
+    old = old[old.statement != rec["statement"]]
+    new = pd.concat([old, pd.DataFrame([rec])], ignore_index=True)[_FINDING_COLS]
+    new["where"] = new["where"].fillna("")
+    self.table(new, "findings",
+               "What this study finds, each value read from the table and row it cites (the README is generated from this).")
+    return rec
