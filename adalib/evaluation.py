@@ -274,7 +274,8 @@ def own_end_steps(P, end_tokens) -> np.ndarray:
     return np.where(reach.any(1), reach.argmax(1), P.lengths - 1)
 
 def baseline_rows(P, steps, splits, forced_tokens: int, name: str) -> pd.DataFrame:
-    "Per split: accuracy, tokens, compute and net saving on the test traces when trace i stops at checkpoint `steps[i]`."
+    """Per split: accuracy, upper risk (a solvable trace not correct from its stop on), tokens, compute and net saving
+    on the test traces when trace i stops at checkpoint `steps[i]`."""
     S = trace_stats(_padded(P)); n = np.arange(len(S.lengths)); last = S.lengths - 1
     rows = []
     for s, (_, ti) in enumerate(splits):
@@ -282,6 +283,7 @@ def baseline_rows(P, steps, splits, forced_tokens: int, name: str) -> pd.DataFra
         tok, tok_b = S.tokens[ti, st], S.tokens[ti, last[ti]]
         comp = tok + early * forced_tokens
         rows.append({"split": s, "rule": name, "accuracy": float(S.correct[ti, st].mean()), "tokens": float(tok.mean()),
+                     "risk_upper": float((~S.ok_from[ti, st] & S.solvable[ti]).mean()),   # the 'drop' loss, cumulative
                      "tokens_budget": float(tok_b.mean()), "accuracy_budget": float(S.correct[ti, last[ti]].mean()),
                      "checkpoints": float((st + 1).mean()), "exit_budget": float(1 - early.mean()), "probe_compute": float(comp.mean() - tok.mean()),
                      "compute": float(comp.mean()), "saving_net": float(1 - comp.sum() / tok_b.sum()) if tok_b.sum() > 0 else 0.0, "n": len(ti)})
@@ -358,7 +360,9 @@ def stopping_rows(P,                    # padded traces of one pool (a TraceSet 
                   smoother="ema", beta=0.5, n_grid=50,
                   lower_kw: dict | None = None,    # LowerRule grid keywords (n_lows, shift_fracs, slope_scales)
                   lower_only_u_quantile=0.5,       # u of lower-only: this quantile of the smoothed signal (unlabelled)
-                  probe_tokens=0.0, forced_tokens=0) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+                  probe_tokens=0.0, forced_tokens=0,
+                  bcs: pd.DataFrame | None = None  # budget curves of the same splits to match against (default: of `P`)
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, list]:
     "(split rows of upper, lower, lower+upper with compute and matched savings, budget curves of the splits, the splits)."
     P = _padded(P); lower_kw = dict(lower_kw or {})
     splits = draw_splits(np.asarray(P.solvable, bool), n_splits, cal_frac, None, mixture, seed)
@@ -370,7 +374,7 @@ def stopping_rows(P,                    # padded traces of one pool (a TraceSet 
                    evaluate_splits(ctrls, {"lower": lo, "lower+upper": comb}, P, n_splits=n_splits, cal_frac=cal_frac, mixture=mixture, seed=seed)],
                   ignore_index=True)
     d = add_compute(d, probe_tokens, forced_tokens, probed=signal_needs_probe(signal))
-    bcs = budget_curves(P, splits)
+    bcs = budget_curves(P, splits) if bcs is None else bcs
     d = matched_budget_saving(d, bcs).assign(signal=signal)
     d["lower_cut_solvable"] = d["exit_lower_solvable"]
     return d, bcs, splits
