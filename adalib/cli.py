@@ -16,7 +16,7 @@ from .stopping import CombinedRule, Controller, FittedRule, LowerRule, UpperRule
 # %% auto #0
 __all__ = ['USER_ERRORS', 'LOG_SUFFIXES', 'RULES', 'FORMAT', 'UserError', 'one_line', 'read_traces', 'check_level', 'min_traces',
            'check_signal', 'check_request', 'make_rule', 'fit', 'exits', 'fitted_to_dict', 'fitted_from_dict',
-           'save_fitted', 'load_fitted', 'accuracy_vs_budget', 'inspect_text', 'calibrate_text', 'exits_text',
+           'save_fitted', 'load_fitted', 'accuracy_by_checkpoint', 'inspect_text', 'calibrate_text', 'exits_text',
            'cmd_inspect', 'cmd_calibrate', 'cmd_apply', 'parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #13ac06a2
@@ -169,7 +169,7 @@ def load_fitted(path):
     return fitted_from_dict(d, str(p))
 
 # %% ../nbs/14_cli.ipynb #08f1ad3f
-def accuracy_vs_budget(ts: TraceSet, rows: int = 12) -> pd.DataFrame:
+def accuracy_by_checkpoint(ts: TraceSet, rows: int = 12) -> pd.DataFrame:
     "Accuracy and median tokens if every trace stopped at checkpoint t (at most `rows` evenly spaced t, always the last)."
     P = ts.arrays()
     t = np.unique(np.r_[np.linspace(0, P.T - 1, min(rows, P.T)).round().astype(int), P.T - 1])
@@ -183,7 +183,7 @@ def inspect_text(ts: TraceSet) -> str:
     lines = [f"{ts.source}: {ts.n} traces, {len(ts.df)} checkpoints (per trace: min {P.lengths.min()}, median {int(np.median(P.lengths))}, max {P.T})",
              f"solvable: {ts.meta['solvable'].mean():.1%} of traces (source: {ts.solvable_source})",
              f"signals ({len(ts.signals)}; higher = more confident):", sig.to_string(float_format=lambda v: f"{v:.4g}") if len(sig) else "  (none)",
-             "accuracy vs budget:", accuracy_vs_budget(ts).to_string(index=False, float_format=lambda v: f"{v:.3f}")]
+             "accuracy vs budget:", accuracy_by_checkpoint(ts).to_string(index=False, float_format=lambda v: f"{v:.3f}")]
     return "\n".join(lines)
 
 # %% ../nbs/14_cli.ipynb #8b15d76c

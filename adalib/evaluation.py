@@ -7,16 +7,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
-from .exits import _padded
+from .exits import _padded, signal_values
 from .risk import calibrate_batch
 from .splits import draw_splits
-from .stopping import (Controller, Pool, UpperRule, _ensemble_pick, _metrics, combine_exits, exit_losses, trace_stats)
+from .confidence import HiddenProbe
+from .stopping import (CombinedRule, Controller, LowerRule, Pool, UpperRule, _ensemble_pick, _metrics, combine_exits, exit_losses,
+                             trace_stats)
 from .traces import TraceSet, synthetic_traces
 
 # %% auto #0
 __all__ = ['PROBE_SIGNALS', 'evaluate_splits', 'evaluate_upper_splits', 'violation_summary', 'ensemble_rows', 'budget_curve',
            'budget_curves', 'baseline_tokens_at', 'signal_needs_probe', 'probe_cost', 'add_compute', 'thin_checkpoints',
-           'own_end_steps', 'baseline_rows', 'matched_budget_saving', 'split_summary', 'model_pool']
+           'own_end_steps', 'baseline_rows', 'matched_budget_saving', 'split_summary', 'crossfit_probe_signal',
+           'stopping_rows', 'model_pool']
 
 # %% ../nbs/07d_evaluation.ipynb #91b0e629
 def _chosen_fits(rules, pools, ci, ctrl, use_ens):
@@ -271,7 +274,8 @@ def own_end_steps(P, end_tokens) -> np.ndarray:
     return np.where(reach.any(1), reach.argmax(1), P.lengths - 1)
 
 def baseline_rows(P, steps, splits, forced_tokens: int, name: str) -> pd.DataFrame:
-    "Per split: accuracy, tokens, compute and net saving on the test traces when trace i stops at checkpoint `steps[i]`."
+    """Per split: accuracy, upper risk (a solvable trace not correct from its stop on), tokens, compute and net saving
+    on the test traces when trace i stops at checkpoint `steps[i]`."""
     S = trace_stats(_padded(P)); n = np.arange(len(S.lengths)); last = S.lengths - 1
     rows = []
     for s, (_, ti) in enumerate(splits):
@@ -279,6 +283,7 @@ def baseline_rows(P, steps, splits, forced_tokens: int, name: str) -> pd.DataFra
         tok, tok_b = S.tokens[ti, st], S.tokens[ti, last[ti]]
         comp = tok + early * forced_tokens
         rows.append({"split": s, "rule": name, "accuracy": float(S.correct[ti, st].mean()), "tokens": float(tok.mean()),
+                     "risk_upper": float((~S.ok_from[ti, st] & S.solvable[ti]).mean()),   # the 'drop' loss, cumulative
                      "tokens_budget": float(tok_b.mean()), "accuracy_budget": float(S.correct[ti, last[ti]].mean()),
                      "checkpoints": float((st + 1).mean()), "exit_budget": float(1 - early.mean()), "probe_compute": float(comp.mean() - tok.mean()),
                      "compute": float(comp.mean()), "saving_net": float(1 - comp.sum() / tok_b.sum()) if tok_b.sum() > 0 else 0.0, "n": len(ti)})
@@ -330,6 +335,49 @@ def split_summary(df: pd.DataFrame, by, cols=("risk_upper", "saving_net", "savin
             r["feasible"] = k / n; r["feasible_lo"], r["feasible_hi"] = _wilson(k, n)
         rows.append(r)
     return pd.DataFrame(rows)
+
+# %% ../nbs/07d_evaluation.ipynb #1c21970b
+def crossfit_probe_signal(ts: TraceSet, folds: int = 2, seed: int = 0, C: float = 1.0) -> np.ndarray:
+    "Out-of-fold hidden-state probe scores P(correct), one per checkpoint row of `ts` (cross-fitted by problem)."
+    if ts.hidden is None: raise ValueError("crossfit_probe_signal: the traces carry no hidden states; read them with hidden=True")
+    if not isinstance(folds, (int, np.integer)) or folds < 2: raise ValueError(f"folds must be an int >= 2, got {folds!r}")
+    key = (ts.meta["problem_id"] if "problem_id" in ts.meta.columns else pd.Series(ts.trace_ids, index=ts.meta.index)).astype(str)
+    uniq = np.array(sorted(pd.unique(key)), dtype=object)
+    fold_of = dict(zip(uniq[np.random.default_rng(seed).permutation(len(uniq))], np.arange(len(uniq)) % folds))
+    row_fold = key.map(fold_of).reindex(ts.df["trace_id"]).to_numpy()
+    out = np.full(len(ts.df), np.nan)
+    for f in range(folds):
+        tr = row_fold != f
+        p = HiddenProbe(C=C).fit(ts.hidden[tr], ts.df["correct"].to_numpy(bool)[tr])
+        out[~tr] = p.score(ts.hidden[~tr])
+    return out
+
+# %% ../nbs/07d_evaluation.ipynb #581dc985
+def stopping_rows(P,                    # padded traces of one pool (a TraceSet or Padded)
+                  signal: str,          # the stopping signal
+                  ctrls: dict,          # name -> Controller (one per α)
+                  mixture=None, n_splits=100, cal_frac=0.2, seed=0,
+                  smoother="ema", beta=0.5, n_grid=50,
+                  lower_kw: dict | None = None,    # LowerRule grid keywords (n_lows, shift_fracs, slope_scales)
+                  lower_only_u_quantile=0.5,       # u of lower-only: this quantile of the smoothed signal (unlabelled)
+                  probe_tokens=0.0, forced_tokens=0,
+                  bcs: pd.DataFrame | None = None  # budget curves of the same splits to match against (default: of `P`)
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    "(split rows of upper, lower, lower+upper with compute and matched savings, budget curves of the splits, the splits)."
+    P = _padded(P); lower_kw = dict(lower_kw or {})
+    splits = draw_splits(np.asarray(P.solvable, bool), n_splits, cal_frac, None, mixture, seed)
+    up = UpperRule(signal, smoother, beta, n_grid=n_grid).resolve(P)
+    sv = signal_values(P, signal, smoother, beta)[P.mask]
+    lo = LowerRule(signal, smoother, beta, u=float(np.quantile(sv, lower_only_u_quantile)), **lower_kw).resolve(P)
+    comb = CombinedRule(up, LowerRule(signal, smoother, beta, **lower_kw)).resolve(P)
+    d = pd.concat([evaluate_upper_splits(ctrls, up, P, n_splits=n_splits, cal_frac=cal_frac, mixture=mixture, seed=seed, rule_name="upper"),
+                   evaluate_splits(ctrls, {"lower": lo, "lower+upper": comb}, P, n_splits=n_splits, cal_frac=cal_frac, mixture=mixture, seed=seed)],
+                  ignore_index=True)
+    d = add_compute(d, probe_tokens, forced_tokens, probed=signal_needs_probe(signal))
+    bcs = budget_curves(P, splits) if bcs is None else bcs
+    d = matched_budget_saving(d, bcs).assign(signal=signal)
+    d["lower_cut_solvable"] = d["exit_lower_solvable"]
+    return d, bcs, splits
 
 # %% ../nbs/07d_evaluation.ipynb #6d96d140
 def model_pool(ts, model, max_traces=None, seed=0):

@@ -132,6 +132,8 @@ def finding(self: Artifacts, statement, table, column, where=None, ci=None, verd
     p = self.root / "tables" / "findings.csv"
     old = pd.read_csv(p, keep_default_na=False, na_values=[""]) if p.exists() else pd.DataFrame(columns=_FINDING_COLS)
     old = old[old.statement != rec["statement"]]
-    self.table(pd.concat([old, pd.DataFrame([rec])], ignore_index=True)[_FINDING_COLS], "findings",
+    new = pd.concat([old, pd.DataFrame([rec])], ignore_index=True)[_FINDING_COLS]
+    new["where"] = new["where"].fillna("")
+    self.table(new, "findings",
                "What this study finds, each value read from the table and row it cites (the README is generated from this).")
     return rec

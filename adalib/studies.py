@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 from .io import repo_root, find_data, sha256_file  # repo_root and find_data lived here; still importable
 
 # %% auto #0
-__all__ = ['PROFILES', 'KERNEL', 'studies_dir', 'list_studies', 'study_purpose', 'load_params', 'ensure_kernel', 'StudyFailed',
-           'provenance', 'study_sources', 'artifact_hashes', 'run_study', 'write_manifest', 'run_studies', 'main']
+__all__ = ['PROFILES', 'KERNEL', 'studies_dir', 'list_studies', 'study_folder', 'study_purpose', 'load_params', 'ensure_kernel',
+           'StudyFailed', 'provenance', 'study_sources', 'artifact_hashes', 'run_study', 'write_manifest',
+           'run_studies', 'main']
 
 # %% ../nbs/11_studies.ipynb #9e433910
 PROFILES = ("smoke", "full")
@@ -28,6 +29,16 @@ def studies_dir(root=None) -> Path: return Path(root or repo_root()) / "nbs" / "
 def list_studies(root=None) -> list[str]:
     "Names of the study notebooks (`sNN_*`), in order."
     return sorted(p.stem for p in studies_dir(root).glob("s[0-9][0-9]_*.ipynb"))
+
+# %% ../nbs/11_studies.ipynb #f3c314d4
+def study_folder(name, root=None) -> str:
+    """The folder a study writes under `outputs/`: its name, unless the notebook's metadata says otherwise
+    (`{"adalib": {"folder": "summary"}}`, used by the headline-table study so readers find it at `outputs/summary/`)."""
+    nb = json.loads((studies_dir(root) / f"{name}.ipynb").read_text())
+    folder = str(nb.get("metadata", {}).get("adalib", {}).get("folder", name))
+    if not folder or "/" in folder or folder.startswith("."):
+        raise ValueError(f"{name}: metadata adalib.folder must be a plain folder name, got {folder!r}")
+    return folder
 
 # %% ../nbs/11_studies.ipynb #15c56f26
 def study_purpose(name, root=None) -> str:
@@ -107,15 +118,16 @@ def artifact_hashes(study_out: Path) -> dict:
 
 # %% ../nbs/11_studies.ipynb #83a66d99
 def run_study(name, profile="smoke", out="outputs", root=None, kernel=KERNEL, extra_params=None, log_output=False) -> dict:
-    """Execute one study with papermill under `profile`, writing into `out/<name>/` and
+    """Execute one study with papermill under `profile`, writing into `out/<folder>/` (`study_folder`) and
     `out/executed/<name>.ipynb`. Returns its manifest record; raises `StudyFailed` naming the cell."""
     root = Path(root or repo_root()); out = Path(out).resolve()
     params = {**load_params(name, profile, root), **(extra_params or {})}
     full_into_outputs = profile == "full" and out == (root / "outputs").resolve()
     data_dir = root / "data" if full_into_outputs else out / "_data"
-    params.update(out_dir=str(out / name), data_dir=str(data_dir), profile=profile)
+    folder = study_folder(name, root)
+    params.update(out_dir=str(out / folder), data_dir=str(data_dir), profile=profile)
     (out / "executed").mkdir(parents=True, exist_ok=True)
-    study_out = out / name
+    study_out = out / folder
     if study_out.exists():  # stale artifacts from an earlier run must not survive into the manifest
         shutil.rmtree(study_out)
     executed = out / "executed" / f"{name}.ipynb"
@@ -128,7 +140,7 @@ def run_study(name, profile="smoke", out="outputs", root=None, kernel=KERNEL, ex
     except pm.PapermillExecutionError as e:
         raise StudyFailed(name, e.cell_index, e.ename, e.evalue, e.source, executed) from None
     dur = time.perf_counter() - t0
-    rec = {"study": name, "profile": profile, **prov, "parameters": params,
+    rec = {"study": name, "folder": folder, "profile": profile, **prov, "parameters": params,
            "seed": params.get("seed"), "duration_s": round(dur, 2),
            "artifacts": artifact_hashes(study_out) if study_out.exists() else {},
            "executed_notebook": str(executed.relative_to(out))}
@@ -153,7 +165,7 @@ def write_manifest(records: dict, out) -> Path:
     lines = ["# adalib outputs", "", "Every figure and table, by study. Regenerate with `make studies`; "
              "provenance (commit, parameters, versions, sha256) is in `manifest.json`.", ""]
     for name, rec in man["studies"].items():
-        caps = _captions(out, name)
+        caps = _captions(out, rec.get("folder", name))
         lines += [f"## {name}", "", f"profile `{rec.get('profile')}`, commit `{(rec.get('commit') or '')[:10]}`"
                   f"{' (dirty)' if rec.get('dirty') else ''}, {rec.get('duration_s')} s", ""]
         for rel in rec.get("artifacts", {}):
