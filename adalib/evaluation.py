@@ -7,15 +7,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
-from .exits import _padded
+from .exits import _padded, signal_values
 from .risk import calibrate_batch
 from .splits import draw_splits
-from .stopping import (Controller, Pool, UpperRule, _ensemble_pick, _metrics, combine_exits, exit_losses, trace_stats)
+from .confidence import HiddenProbe
+from .stopping import (CombinedRule, Controller, LowerRule, Pool, UpperRule, _ensemble_pick, _metrics, combine_exits, exit_losses,
+                             trace_stats)
 from .traces import TraceSet, synthetic_traces
 
 # %% auto #0
-__all__ = ['evaluate_splits', 'evaluate_upper_splits', 'violation_summary', 'ensemble_rows', 'budget_curve', 'budget_curves',
-           'baseline_tokens_at', 'model_pool']
+__all__ = ['PROBE_SIGNALS', 'evaluate_splits', 'evaluate_upper_splits', 'violation_summary', 'ensemble_rows', 'budget_curve',
+           'budget_curves', 'baseline_tokens_at', 'signal_needs_probe', 'probe_cost', 'add_compute', 'thin_checkpoints',
+           'own_end_steps', 'baseline_rows', 'matched_budget_saving', 'split_summary', 'crossfit_probe_signal',
+           'stopping_rows', 'model_pool']
 
 # %% ../nbs/07d_evaluation.ipynb #91b0e629
 def _chosen_fits(rules, pools, ci, ctrl, use_ens):
@@ -34,6 +38,8 @@ def _split_metrics(pool, f, ctrl, ci, ti) -> dict:
         step, kind = pool.exits_of(f, ctrl); feas, lam, lp = f.feasible, f.lambda_upper, f.lower_params
     m = _metrics(pool.S, step, kind, ctrl, ti)
     m["cal_tokens"] = float(pool.S.tokens[ci, step[ci]].mean())
+    m["accuracy_budget"] = float(pool.S.correct[ti, pool.L[ti] - 1].mean())   # correct at the last checkpoint, not `solvable`
+    m["checkpoints"] = float((step[ti] + 1).mean())                          # checkpoints evaluated up to the exit
     return {"n_cal": len(ci), "feasible": feas, "lambda_upper": np.nan if lam is None else lam,
             **{f"lower_{k}": (np.nan if lp is None else lp[k]) for k in ("l", "shift", "slope", "u")}, **m}
 
@@ -101,6 +107,7 @@ def _candidate_split_metrics(S, step, kind, ctrl, Mc, Mt, m):
             met[f"exit_{name}_solvable"] = t(kind == code, Ms, Ms.sum(1))
             met[f"exit_{name}_unsolvable"] = t(kind == code, Mu, Mu.sum(1))
     met["cal_tokens"] = (Mc @ d["tokens"].T) / ncal[:, None]
+    met["checkpoints"] = t(step + 1)
     return cal_risk, cal_eff, met
 
 # %% ../nbs/07d_evaluation.ipynb #873d5210
@@ -134,6 +141,7 @@ def _upper_rows(cname, ctrl, rule, rname, chosen, met, ncal, ntest, acc_b, tok_b
         for name in ("upper", "lower", "budget"):
             for suf in ("", "_solvable", "_unsolvable"): r[f"exit_{name}{suf}"] = float(met[f"exit_{name}{suf}"][i, j])
         r["cal_tokens"] = float(met["cal_tokens"][i, j])
+        r["checkpoints"] = float(met["checkpoints"][i, j])
         rows.append(r)
     return rows
 
@@ -154,7 +162,7 @@ def evaluate_upper_splits(controllers, rule: UpperRule, traces, n_splits=500, ca
     step = np.concatenate([np.minimum(pool.up_raw, L - 1), (L - 1)[None]])          # + a "run to budget" row
     kind = np.concatenate([np.where(pool.up_raw < L, 1, 0), np.zeros((1, N), int)]).astype(np.int8)
     tok_b = (Mt @ S.tokens[np.arange(N), L - 1]) / ntest
-    acc_b = (Mt @ S.solvable.astype(float)) / ntest
+    acc_b = (Mt @ S.correct[np.arange(N), L - 1].astype(float)) / ntest   # correct at the last checkpoint
     rows, cache = [], {}
     for cname, ctrl in controllers.items():
         key = (ctrl.upper_loss, ctrl.cumulative, ctrl.lower_loss, ctrl.efficiency)
@@ -214,6 +222,162 @@ def baseline_tokens_at(bc: pd.DataFrame, target: float) -> float:
     if i == 0: return float(tok[0])
     a0, a1, t0, t1 = acc[i - 1], acc[i], tok[i - 1], tok[i]
     return float(t0 + (target - a0) / (a1 - a0) * (t1 - t0)) if a1 > a0 else float(t1)
+
+# %% ../nbs/07d_evaluation.ipynb #1559bfa1
+PROBE_SIGNALS = ("answer_prob", "answer_negent", "eot_negent")
+
+def signal_needs_probe(signal: str) -> bool:
+    "Whether a signal is read off the side-branch probe (so every checkpoint evaluated costs a probe)."
+    if not isinstance(signal, str): raise TypeError(f"signal must be a signal name (str), got {type(signal).__name__}")
+    name = signal[4:] if signal.startswith("sig_") else signal
+    return name in PROBE_SIGNALS
+
+def probe_cost(meta: pd.DataFrame, forced_tokens: int) -> float:
+    "Forward tokens of one probe: `forced_tokens` (forced suffix) + the mean per-row answer cap `answer_max_tokens` of `meta`."
+    if "answer_max_tokens" not in meta.columns: raise ValueError("probe_cost: metadata has no 'answer_max_tokens' column; pass traces made by adalib.generate")
+    if not isinstance(forced_tokens, (int, np.integer)) or forced_tokens < 1: raise ValueError(f"forced_tokens must be a positive int (tokens of think_end + answer_prefix), got {forced_tokens!r}")
+    return float(forced_tokens + pd.to_numeric(meta["answer_max_tokens"]).mean())
+
+# %% ../nbs/07d_evaluation.ipynb #a9e41e9d
+def add_compute(df: pd.DataFrame,       # split rows with tokens, tokens_budget, checkpoints, exit_budget
+                probe_tokens: float,    # forward tokens per probe (`probe_cost`)
+                forced_tokens: int,     # forward tokens of the forced suffix (paid once at an early exit)
+                probed: bool = True     # the rule's signal needs the side-branch probe (`signal_needs_probe`)
+               ) -> pd.DataFrame:
+    "`df` with columns probe_compute, compute (forward tokens per trace) and saving_net (1 - compute / full-budget tokens)."
+    need = [c for c in ("tokens", "tokens_budget", "checkpoints", "exit_budget") if c not in df.columns]
+    if need: raise ValueError(f"add_compute: columns {need} missing; pass rows of evaluate_splits / evaluate_upper_splits")
+    pc = df["checkpoints"] * float(probe_tokens) if probed else (1 - df["exit_budget"]) * float(forced_tokens)
+    out = df.assign(probe_compute=pc, compute=df["tokens"] + pc)
+    out["saving_net"] = np.where(out["tokens_budget"] > 0, 1 - out["compute"] / out["tokens_budget"], 0.0)
+    return out
+
+# %% ../nbs/07d_evaluation.ipynb #aa5581c3
+def thin_checkpoints(ts: TraceSet, factor: int) -> TraceSet:
+    """The traces probed `factor` times more sparsely: checkpoints with (step + 1) % factor == 0, plus each
+    trace's last one (steps renumbered; hidden states and a supplied `solvable` kept). factor 1: `ts` itself."""
+    if not isinstance(factor, (int, np.integer)) or factor < 1: raise ValueError(f"factor must be a positive int (1 = every checkpoint), got {factor!r}")
+    if factor == 1: return ts
+    df = ts.df
+    last = np.r_[df["trace_id"].to_numpy()[1:] != df["trace_id"].to_numpy()[:-1], True]
+    keep = ((df["step"].to_numpy() + 1) % factor == 0) | last
+    d = df[keep].reset_index(drop=True)
+    d["step"] = d.groupby("trace_id", sort=False).cumcount()
+    return TraceSet(d, ts._meta_records(), None if ts.hidden is None else ts.hidden[keep], source=f"{ts.source} (every {factor})")
+
+# %% ../nbs/07d_evaluation.ipynb #12c5075b
+def own_end_steps(P, end_tokens) -> np.ndarray:
+    "Per trace: the first checkpoint index whose tokens reach `end_tokens` (capped at the trace's last checkpoint)."
+    P = _padded(P); e = np.asarray(end_tokens, float)
+    if e.shape != (len(P.lengths),): raise ValueError(f"end_tokens needs one value per trace ({len(P.lengths)}), got shape {e.shape}")
+    reach = (P.tokens >= e[:, None]) & P.mask
+    return np.where(reach.any(1), reach.argmax(1), P.lengths - 1)
+
+def baseline_rows(P, steps, splits, forced_tokens: int, name: str) -> pd.DataFrame:
+    """Per split: accuracy, upper risk (a solvable trace not correct from its stop on), tokens, compute and net saving
+    on the test traces when trace i stops at checkpoint `steps[i]`."""
+    S = trace_stats(_padded(P)); n = np.arange(len(S.lengths)); last = S.lengths - 1
+    rows = []
+    for s, (_, ti) in enumerate(splits):
+        st = steps[ti]; early = st < last[ti]
+        tok, tok_b = S.tokens[ti, st], S.tokens[ti, last[ti]]
+        comp = tok + early * forced_tokens
+        rows.append({"split": s, "rule": name, "accuracy": float(S.correct[ti, st].mean()), "tokens": float(tok.mean()),
+                     "risk_upper": float((~S.ok_from[ti, st] & S.solvable[ti]).mean()),   # the 'drop' loss, cumulative
+                     "tokens_budget": float(tok_b.mean()), "accuracy_budget": float(S.correct[ti, last[ti]].mean()),
+                     "checkpoints": float((st + 1).mean()), "exit_budget": float(1 - early.mean()), "probe_compute": float(comp.mean() - tok.mean()),
+                     "compute": float(comp.mean()), "saving_net": float(1 - comp.sum() / tok_b.sum()) if tok_b.sum() > 0 else 0.0, "n": len(ti)})
+    return pd.DataFrame(rows)
+
+# %% ../nbs/07d_evaluation.ipynb #e00fcf6f
+def _tokens_at(acc, tok, target):
+    "Vectorised `baseline_tokens_at` along one curve (acc, tok sorted by tok) for many targets."
+    target = np.asarray(target, float)
+    hit = acc[None, :] >= target[:, None]
+    i = np.where(hit.any(1), hit.argmax(1), -1)
+    i0 = np.maximum(i - 1, 0); i1 = np.maximum(i, 0)
+    a0, a1, t0, t1 = acc[i0], acc[i1], tok[i0], tok[i1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        interp = np.where(a1 > a0, t0 + (target - a0) / (a1 - a0) * (t1 - t0), t1)
+    return np.where(i < 0, np.nan, np.where(i == 0, tok[0], interp))
+
+def matched_budget_saving(df: pd.DataFrame, bcs: pd.DataFrame) -> pd.DataFrame:
+    """`df` (split rows with accuracy and compute; `add_compute`) with budget_tokens_matched (tokens the
+    token budget needs on the same split's test traces to reach the row's accuracy; NaN if it never does) and
+    saving_vs_budget = 1 - compute / budget_tokens_matched. `bcs`: `budget_curves` of the same splits."""
+    if "compute" not in df.columns: raise ValueError("matched_budget_saving: column 'compute' missing; call add_compute first")
+    out = df.copy(); out["budget_tokens_matched"] = np.nan
+    for s, bc in bcs.groupby("split", sort=True):
+        bc = bc.sort_values("tokens", kind="stable")
+        rows = np.flatnonzero(out["split"].to_numpy() == s)
+        out.iloc[rows, out.columns.get_loc("budget_tokens_matched")] = _tokens_at(bc["accuracy"].to_numpy(), bc["tokens"].to_numpy(), out["accuracy"].to_numpy()[rows])
+    out["saving_vs_budget"] = 1 - out["compute"] / out["budget_tokens_matched"]
+    return out
+
+# %% ../nbs/07d_evaluation.ipynb #59e3779a
+def _wilson(k, n, z=1.959963984540054):
+    p = k / n; den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den; h = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return c - h, c + h
+
+def split_summary(df: pd.DataFrame, by, cols=("risk_upper", "saving_net", "saving_vs_budget")) -> pd.DataFrame:
+    "Per group `by`: splits, each column's mean, _lo, _hi (2.5/97.5% quantiles over splits, NaNs dropped), and feasible with its Wilson CI."
+    by = list(by); miss = [c for c in [*by, *cols] if c not in df.columns]
+    if miss: raise ValueError(f"split_summary: columns {miss} missing; available: {list(df.columns)}")
+    rows = []
+    for key, g in df.groupby(by, sort=True, observed=True):
+        r = dict(zip(by, key if isinstance(key, tuple) else (key,)), splits=len(g))
+        for c in cols:
+            v = g[c].to_numpy(float); v = v[np.isfinite(v)]
+            r[c], r[f"{c}_lo"], r[f"{c}_hi"] = (v.mean(), *np.quantile(v, [0.025, 0.975])) if len(v) else (np.nan,) * 3
+        if "feasible" in g.columns:
+            k, n = float(g["feasible"].sum()), len(g)
+            r["feasible"] = k / n; r["feasible_lo"], r["feasible_hi"] = _wilson(k, n)
+        rows.append(r)
+    return pd.DataFrame(rows)
+
+# %% ../nbs/07d_evaluation.ipynb #1c21970b
+def crossfit_probe_signal(ts: TraceSet, folds: int = 2, seed: int = 0, C: float = 1.0) -> np.ndarray:
+    "Out-of-fold hidden-state probe scores P(correct), one per checkpoint row of `ts` (cross-fitted by problem)."
+    if ts.hidden is None: raise ValueError("crossfit_probe_signal: the traces carry no hidden states; read them with hidden=True")
+    if not isinstance(folds, (int, np.integer)) or folds < 2: raise ValueError(f"folds must be an int >= 2, got {folds!r}")
+    key = (ts.meta["problem_id"] if "problem_id" in ts.meta.columns else pd.Series(ts.trace_ids, index=ts.meta.index)).astype(str)
+    uniq = np.array(sorted(pd.unique(key)), dtype=object)
+    fold_of = dict(zip(uniq[np.random.default_rng(seed).permutation(len(uniq))], np.arange(len(uniq)) % folds))
+    row_fold = key.map(fold_of).reindex(ts.df["trace_id"]).to_numpy()
+    out = np.full(len(ts.df), np.nan)
+    for f in range(folds):
+        tr = row_fold != f
+        p = HiddenProbe(C=C).fit(ts.hidden[tr], ts.df["correct"].to_numpy(bool)[tr])
+        out[~tr] = p.score(ts.hidden[~tr])
+    return out
+
+# %% ../nbs/07d_evaluation.ipynb #581dc985
+def stopping_rows(P,                    # padded traces of one pool (a TraceSet or Padded)
+                  signal: str,          # the stopping signal
+                  ctrls: dict,          # name -> Controller (one per α)
+                  mixture=None, n_splits=100, cal_frac=0.2, seed=0,
+                  smoother="ema", beta=0.5, n_grid=50,
+                  lower_kw: dict | None = None,    # LowerRule grid keywords (n_lows, shift_fracs, slope_scales)
+                  lower_only_u_quantile=0.5,       # u of lower-only: this quantile of the smoothed signal (unlabelled)
+                  probe_tokens=0.0, forced_tokens=0,
+                  bcs: pd.DataFrame | None = None  # budget curves of the same splits to match against (default: of `P`)
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    "(split rows of upper, lower, lower+upper with compute and matched savings, budget curves of the splits, the splits)."
+    P = _padded(P); lower_kw = dict(lower_kw or {})
+    splits = draw_splits(np.asarray(P.solvable, bool), n_splits, cal_frac, None, mixture, seed)
+    up = UpperRule(signal, smoother, beta, n_grid=n_grid).resolve(P)
+    sv = signal_values(P, signal, smoother, beta)[P.mask]
+    lo = LowerRule(signal, smoother, beta, u=float(np.quantile(sv, lower_only_u_quantile)), **lower_kw).resolve(P)
+    comb = CombinedRule(up, LowerRule(signal, smoother, beta, **lower_kw)).resolve(P)
+    d = pd.concat([evaluate_upper_splits(ctrls, up, P, n_splits=n_splits, cal_frac=cal_frac, mixture=mixture, seed=seed, rule_name="upper"),
+                   evaluate_splits(ctrls, {"lower": lo, "lower+upper": comb}, P, n_splits=n_splits, cal_frac=cal_frac, mixture=mixture, seed=seed)],
+                  ignore_index=True)
+    d = add_compute(d, probe_tokens, forced_tokens, probed=signal_needs_probe(signal))
+    bcs = budget_curves(P, splits) if bcs is None else bcs
+    d = matched_budget_saving(d, bcs).assign(signal=signal)
+    d["lower_cut_solvable"] = d["exit_lower_solvable"]
+    return d, bcs, splits
 
 # %% ../nbs/07d_evaluation.ipynb #6d96d140
 def model_pool(ts, model, max_traces=None, seed=0):

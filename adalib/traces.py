@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 from .splits import seeded_split
 
 # %% auto #0
-__all__ = ['REQUIRED', 'SIG', 'META_KEY', 'TMP_MARK', 'SOLVABLE_SOURCES', 'validate_frame', 'Padded', 'TraceSet', 'hidden_path',
-           'write_shard', 'read_folder', 'synthetic_traces']
+__all__ = ['REQUIRED', 'SIG', 'META_KEY', 'TMP_MARK', 'SOLVABLE_SOURCES', 'SOLVABLE_FILE', 'validate_frame', 'Padded', 'TraceSet',
+           'attach_solvable', 'hidden_path', 'write_shard', 'read_folder', 'synthetic_traces']
 
 # %% ../nbs/00_traces.ipynb #37fbac14
 REQUIRED = ("trace_id", "step", "tokens", "answer", "correct")
@@ -337,6 +337,26 @@ class TraceSet:
         self.df[SIG + name] = v
         return self
 
+# %% ../nbs/00_traces.ipynb #093cd8c0
+SOLVABLE_FILE = "_solvable.parquet"   # per-problem solvability evidence beside a folder's shards (`adalib.shards.solvability_run`)
+
+def attach_solvable(ts: "TraceSet", table: pd.DataFrame) -> "TraceSet":
+    """`ts` with `solvable` and `solvable_source` taken per trace from `table` (columns problem_id, solvable,
+    source) by the trace's `problem_id`; traces whose problem is not in `table` keep what they had."""
+    miss = [c for c in ("problem_id", "solvable", "source") if c not in table.columns]
+    if miss: raise ValueError(f"attach_solvable: table lacks columns {miss}; give problem_id, solvable, source (adalib.shards.solvability_run)")
+    if "problem_id" not in ts.meta.columns: raise ValueError("attach_solvable: the traces have no 'problem_id' metadata to match on")
+    t = table.drop_duplicates("problem_id").set_index("problem_id")
+    m = ts._meta_records()
+    hit = m["problem_id"].isin(t.index).to_numpy()
+    for c in ("solvable", "solvable_source"):
+        if c not in m.columns: m[c] = None
+        m[c] = m[c].astype(object)
+    pid = m.loc[hit, "problem_id"]
+    m.loc[hit, "solvable"] = t.loc[pid, "solvable"].astype(bool).to_numpy()
+    m.loc[hit, "solvable_source"] = t.loc[pid, "source"].astype(str).to_numpy()
+    return TraceSet(ts.df, m, ts.hidden, source=ts.source, _validated=True)
+
 # %% ../nbs/00_traces.ipynb #5e176f13
 def _json_default(o):
     if isinstance(o, np.integer): return int(o)
@@ -397,7 +417,7 @@ def read_folder(folder, hidden=False, progress=False) -> TraceSet:
     folder = Path(folder)
     temps = sorted(p.name for p in folder.iterdir() if TMP_MARK in p.name)
     if temps: warnings.warn(f"{folder}: ignoring {len(temps)} leftover temp file(s) from interrupted writes: {temps}", stacklevel=2)
-    files = sorted(folder.glob("*.parquet"))
+    files = sorted(f for f in folder.glob("*.parquet") if not f.name.startswith("_"))   # `_solvable.parquet` is no shard
     if not files: raise FileNotFoundError(f"{folder}: no *.parquet trace shards in this folder")
     sets, seen = [], {}
     for f in tqdm(files, desc=f"reading {folder.name}", unit="shard", disable=not progress, leave=False):
@@ -408,6 +428,7 @@ def read_folder(folder, hidden=False, progress=False) -> TraceSet:
         seen.update(dict.fromkeys(ts.trace_ids, f))
         sets.append(ts)
     out = TraceSet.concat(sets) if len(sets) > 1 else sets[0]
+    if (folder / SOLVABLE_FILE).exists(): out = attach_solvable(out, pd.read_parquet(folder / SOLVABLE_FILE))
     out.source = str(folder)
     return out
 

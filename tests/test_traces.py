@@ -6,7 +6,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from adalib.traces import TraceSet, Padded, write_shard, synthetic_traces, validate_frame, hidden_path, TMP_MARK
+from adalib.traces import TraceSet, Padded, write_shard, synthetic_traces, validate_frame, hidden_path, TMP_MARK, SOLVABLE_FILE
 
 
 def good_df():
@@ -366,14 +366,34 @@ def test_supplied_solvable_survives_construction_write_and_read(tmp_path):
     assert ts.solvable_source == "last_checkpoint"
 
 
-def test_committed_traces_solvable_unchanged():
-    "The committed traces supply no solvable: the fallback keeps every study's numbers."
+def test_committed_traces_solvable_from_independent_evidence():
+    "Committed trace folders with `_solvable.parquet` take `solvable` from it (pass@k of fresh samples), never from the trace itself."
     root = Path(__file__).resolve().parents[1] / "data" / "traces"
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         ts = TraceSet.read(d)
-        assert ts.solvable_source == "last_checkpoint"
-        P = ts.arrays()
-        assert (ts.meta["solvable"].to_numpy() == P.correct[np.arange(ts.n), P.lengths - 1]).all()
+        f = d / SOLVABLE_FILE
+        if not f.exists():
+            assert ts.solvable_source == "last_checkpoint"; continue
+        tab = pd.read_parquet(f).set_index("problem_id")
+        hit = ts.meta["problem_id"].isin(tab.index).to_numpy()
+        assert hit.any() and (ts.solvable_sources[hit].str.startswith("pass@")).all()
+        assert (ts.meta["solvable"].to_numpy()[hit] == tab.loc[ts.meta["problem_id"][hit], "solvable"].to_numpy()).all()
+        assert (tab["solvable"] == (tab["n_correct"] > 0)).all() and (tab["k"] >= 4).all()
+
+
+def test_solvable_file_survives_write_and_read(tmp_path):
+    "A `_solvable.parquet` beside the shards is attached by read; writing the set and reading it back keeps it."
+    ts = synthetic_traces(12, 4, seed=5)
+    meta = ts.meta.reset_index().drop(columns="solvable"); meta["problem_id"] = [f"p{i % 4}" for i in range(12)]
+    TraceSet.from_frames(ts.df, meta).write(tmp_path / "a" / "x.parquet")
+    sol = np.array([True, False, False, True])
+    pd.DataFrame({"problem_id": [f"p{i}" for i in range(4)], "solvable": sol, "source": "pass@4 (T=0.8, budget 8)"}).to_parquet(tmp_path / "a" / SOLVABLE_FILE)
+    back = TraceSet.read(tmp_path / "a")
+    want = sol[back.meta["problem_id"].str[1:].astype(int).to_numpy()]
+    assert (back.meta["solvable"].to_numpy() == want).all() and back.solvable_source == "pass@4 (T=0.8, budget 8)"
+    assert (back.arrays().solvable == want).all()
+    again = TraceSet.read(back.write(tmp_path / "b" / "y.parquet"))
+    assert (again.meta["solvable"].to_numpy() == want).all() and again.solvable_source == back.solvable_source
 
 
 def test_json_log_streams_once(tmp_path, monkeypatch):
