@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 from . import __version__
 from .tasks import extract_answer, get_family
 
@@ -60,27 +61,34 @@ class _Runner:
     @torch.no_grad()
     def __call__(self, ids, mask, pos, keep, cache=None):
         "Forward on `cache` (default the batch's own): (hidden states, logits at the positions `keep`)."
-        t0 = time.perf_counter()
-        cache = self.cache if cache is None else cache
-        out = self.base(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
-        h = out.last_hidden_state
+        t0, cache = time.perf_counter(), self.cache if cache is None else cache
+        h = self.base(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state
         lg = self.head(h[:, keep])
         self.seconds[self.phase] += time.perf_counter() - t0; self.calls[self.phase] += 1
         return h, lg
     @property
     def length(self) -> int: return self.cache.get_seq_length()
-    def crop(self, n):
-        if n: self.cache.crop(-n)
+    def crop(self, n): n and self.cache.crop(-n)
 
-def _kv(cache) -> list:
-    "The per-layer (keys, values) tensors of a DynamicCache."
-    return [(layer.keys, layer.values) for layer in cache.layers]
+def _kv(cache) -> list: return [(layer.keys, layer.values) for layer in cache.layers]   # per-layer (keys, values)
 
-def _kv_cache(config, kv) -> DynamicCache:
-    "A DynamicCache that holds the per-layer (keys, values) tensors `kv` as they are (no copy)."
+class _JoinLayer(DynamicLayer):
+    "A cache layer over row groups' (keys, values), joined along the batch in the one copy that appends the new states."
+    def __init__(self, parts: list):
+        super().__init__(); self.lazy_initialization(*parts[0]); self.parts, self.keys, self.values = parts, *parts[0]
+    def update(self, key_states, value_states, *args, **kwargs):
+        if len(self.parts) == 1: return super().update(key_states, value_states)
+        L, out = self.keys.shape[-2], []
+        for j, new in enumerate((key_states, value_states)):
+            t, o = new.new_empty(new.shape[:2] + (L + new.shape[2], new.shape[3])), 0
+            for p in self.parts: t[o:o + len(p[j]), :, :L] = p[j]; o += len(p[j])
+            t[:, :, L:] = new; out.append(t)
+        self.keys, self.values = out; return self.keys, self.values
+
+def _join_cache(config, groups: list) -> DynamicCache:
+    "A DynamicCache over the per-layer (keys, values) lists `groups` (no copy), their rows one after another."
     c = DynamicCache(config=config)
-    for layer, (k, v) in zip(c.layers, kv):
-        layer.lazy_initialization(k, v); layer.keys, layer.values = k, v
+    c.layers = [_JoinLayer([g[i] for g in groups]) for i in range(len(groups[0]))]
     return c
 
 _ROWS_FROM = {}
@@ -90,8 +98,8 @@ def _rows_independent_from(k: int, n: int, dtype=torch.float32) -> int:
     key = (k, n, dtype, torch.get_num_threads())
     if key not in _ROWS_FROM:
         g = torch.Generator().manual_seed(0)
-        w, x = torch.randn(n, k, generator=g).to(dtype), torch.randn(16, k, generator=g).to(dtype)
-        ref, m = x @ w.T, 16
+        w, x, m = torch.randn(n, k, generator=g).to(dtype), torch.randn(16, k, generator=g).to(dtype), 16
+        ref = x @ w.T
         while m > 1 and torch.equal(x[:m - 1] @ w.T, ref[:m - 1]): m -= 1
         _ROWS_FROM[key] = m
     return _ROWS_FROM[key]
@@ -150,8 +158,7 @@ class Decoder:
                  force_thinking=False,            # budget forcing: EOS and the one-token think_end are banned
                  probe_mode="fused"):             # "fused": probe answer steps ride on main forwards; "sequential"
         _check_lm(lm)
-        if probe_mode not in ("fused", "sequential"):
-            raise ValueError(f"probe_mode must be 'fused' or 'sequential', got {probe_mode!r}")
+        if probe_mode not in ("fused", "sequential"): raise ValueError(f"probe_mode must be 'fused' or 'sequential', got {probe_mode!r}")
         self.probe_mode = probe_mode
         self.budget, self.probe_every = _check_int(budget, "budget"), _check_int(probe_every, "probe_every")
         self.temperature = _check_temperature(temperature)
@@ -197,12 +204,11 @@ def _setup_state(self):
     self.ckpts = [dict() for _ in range(B)]        # R -> probe result
     self.stopped = {}                              # row -> R: stopped, still in the batch (final probe not run yet)
     self.s_fed, self.probe_s, self.total_s = 0, 0.0, 0.0
-    self.branches, self.rides, self.ride_copy_s = [], 0, 0.0   # probe branches in flight (fused mode)
-    cfg = self.lm.model.config
+    self.branches, self.rides = [], 0   # probe branches in flight (fused mode), answer steps that rode
+    cfg, dt = self.lm.model.config, next(self.lm.model.parameters()).dtype
     k, n = cfg.hidden_size, getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
-    dt = next(self.lm.model.parameters()).dtype
-    self.ride_from = max(_rows_independent_from(k, n, dt), _rows_independent_from(n, k, dt)) \
-        if (self.probes and self.probe_mode == "fused" and self.dev.type == "cpu") else math.inf
+    fused = self.probes and self.probe_mode == "fused" and self.dev.type == "cpu"   # rows bit-identical: checked on CPU only
+    self.ride_from = max(_rows_independent_from(k, n, dt), _rows_independent_from(n, k, dt)) if fused else math.inf
 
 # %% ../nbs/03_generate.ipynb #7aef0b01
 @_method(Decoder)
@@ -312,13 +318,10 @@ class _Branch:
         self.ans, self.lps = {r: [] for r in targets}, {r: [] for r in targets}
     @property
     def length(self) -> int: return self.kv[0][0].shape[-2]
-    def inputs(self, dev):
-        "Token ids, mask and positions of the next answer step (the token chosen last)."
+    def inputs(self, dev):   # token ids, mask and positions of the next answer step (the token chosen last)
         self.m = torch.cat([self.m, torch.ones((len(self.at), 1), dtype=self.m.dtype, device=dev)], 1)
         return self.nxt[:, None].to(dev), self.m, (self.base + self.fed)[:, None]
-    def took(self, lg, kv):
-        "Logits and cache after an answer step."
-        self.cur, self.kv, self.fed = lg[:, -1], kv, self.fed + 1
+    def took(self, lg, kv): self.cur, self.kv, self.fed = lg[:, -1], kv, self.fed + 1   # after an answer step
 
 @_method(Decoder)
 def _answer_step(self, br: _Branch) -> bool:
@@ -333,22 +336,18 @@ def _answer_step(self, br: _Branch) -> bool:
         br.ans[r].append(t)
         if (stop and stop in self.tok.decode(br.ans[r], skip_special_tokens=False)) or len(br.ans[r]) >= self.caps[r]:
             br.done[i] = True
-    br.a += 1
-    if bool(br.done.all()) or br.a == self.A: return False
-    br.nxt = nxt
-    return True
+    br.a, br.nxt = br.a + 1, nxt
+    return not (bool(br.done.all()) or br.a == self.A)
 
 @_method(Decoder)
 def _complete(self, br: _Branch, more: bool = True):
     "Decode the rest of a branch's answers on its own forwards (the sequential scheme), then record its checkpoints."
     phase, self.fwd.phase = self.fwd.phase, "probe"
     while more:
-        ids, m, pos = br.inputs(self.dev)
-        c = _kv_cache(self.fwd.config, br.kv)
-        _, lg = self.fwd(ids, m, pos, slice(-1, None), cache=c)
+        c = _join_cache(self.fwd.config, [br.kv])
+        _, lg = self.fwd(*br.inputs(self.dev), slice(-1, None), cache=c)
         br.took(lg, _kv(c)); more = self._answer_step(br)
-    self.fwd.phase = phase
-    self._record(br)
+    self.fwd.phase = phase; self._record(br)
 
 @_method(Decoder)
 def _record(self, br: _Branch):
@@ -380,35 +379,28 @@ def probe(self, targets: dict, s_fed: int, defer: bool = False):
     else: self._complete(br, more)
     self.probe_s += time.perf_counter() - t_probe
 
-# %% ../nbs/03_generate.ipynb #3d30180d
+# %% ../nbs/03_generate.ipynb #3f990d18
 @_method(Decoder)
 def _riders(self) -> list:
     "Branches whose next answer step rides on this main forward; those due that cannot ride finish on their own."
     L, zm, ok, ride = self.fwd.length, not bool(self.mask.all()), len(self.live) >= self.ride_from, []
     for br in list(self.branches):
         if br.length != L: continue   # its forced tokens are still ahead of the main cache
-        if ok and (not bool(br.m.all())) == zm: ride.append(br)
-        else:
-            self.branches.remove(br); t = time.perf_counter()
-            self._complete(br); self.probe_s += time.perf_counter() - t
+        if ok and (not bool(br.m.all())) == zm: ride.append(br); continue
+        t = time.perf_counter(); self.branches.remove(br); self._complete(br); self.probe_s += time.perf_counter() - t
     return ride
 
 @_method(Decoder)
 def _ride(self, ids, pos, riders: list):
     "One forward of the main rows and, as extra rows, the next answer step of `riders`: the main (hidden, logits)."
-    t0, nb = time.perf_counter(), len(self.live)
-    inp = [br.inputs(self.dev) for br in riders]
-    kv = [tuple(torch.cat([x] + [br.kv[j][i] for br in riders]) for i, x in enumerate(lay))
-          for j, lay in enumerate(_kv(self.fwd.cache))]
-    self.ride_copy_s += time.perf_counter() - t0
-    c, self.fwd.phase = _kv_cache(self.fwd.config, kv), "ride"
+    nb, inp = len(self.live), [br.inputs(self.dev) for br in riders]
+    c, self.fwd.phase = _join_cache(self.fwd.config, [_kv(self.fwd.cache)] + [br.kv for br in riders]), "ride"
     h, lg = self.fwd(torch.cat([ids] + [x[0] for x in inp]), torch.cat([self.mask] + [x[1] for x in inp]),
                      torch.cat([pos] + [x[2] for x in inp]), slice(-1, None), cache=c)
     self.fwd.phase, t1, kv, o = "main", time.perf_counter(), _kv(c), nb
-    self.fwd.cache = _kv_cache(self.fwd.config, [(k[:nb], v[:nb]) for k, v in kv])
+    self.fwd.cache = _join_cache(self.fwd.config, [[(k[:nb], v[:nb]) for k, v in kv]])
     for br in riders:
-        n = len(br.at)
-        br.took(lg[o:o + n], [(k[o:o + n], v[o:o + n]) for k, v in kv]); o += n
+        n = len(br.at); br.took(lg[o:o + n], [(k[o:o + n], v[o:o + n]) for k, v in kv]); o += n
         if not self._answer_step(br): self.branches.remove(br); self._record(br)
     self.rides += len(riders); self.probe_s += time.perf_counter() - t1
     return h[:nb], lg[:nb]
@@ -458,7 +450,7 @@ def timings(self) -> dict:
     return dict(total_s=self.total_s, probe_total_s=self.probe_s, main_forward_s=f.seconds["main"],
                 probe_forward_s=f.seconds["probe"], main_forwards=f.calls["main"], probe_forwards=f.calls["probe"],
                 ride_forward_s=f.seconds["ride"], ride_forwards=f.calls["ride"], probe_steps_riding=self.rides,
-                ride_copy_s=self.ride_copy_s, steps=self.s_fed)
+                steps=self.s_fed)
 
 # %% ../nbs/03_generate.ipynb #4a412eb8
 @_method(Decoder)
