@@ -26,6 +26,14 @@ from adalib.models import load_smollm2, load_tiny_reasoner, new_tiny_reasoner  #
 from adalib.tasks import get_family                   # noqa: E402
 
 GOAL = 1.15
+TRIED = ("sequential (old): every probe = 1 forward of the forced tokens + 1 forward per answer token. fused (new): the "
+         "forced tokens stay one forward of their own (feeding them one by one, or with other rows of other lengths, "
+         "changes the floats in the last ulp), and every later answer step rides on the main forward nf steps later as "
+         "extra batch rows (bit-identical while every side has >= ride_from rows and the same mask path); only the last "
+         "checkpoint's answer steps, after the final main step, still get forwards of their own. Riding rows are joined "
+         "in the copy DynamicCache makes at every step anyway (a first version concatenated them in a separate copy, "
+         "which cost as much as the forward it saved on TinyReasoner). Not tried: deferred probes batched across "
+         "checkpoints (padding to the longest snapshot changes the attention's floats), a preallocated static cache.")
 MODES = ("sequential", "fused")
 
 
@@ -92,6 +100,8 @@ def bench(lm, n_tokens, batch, every, reps, trained):
                                        riding_rows=pf["ride_forward_s"] - pf["ride_forwards"] * pf["main_forward_s"] / max(pf["main_forwards"], 1),
                                        bookkeeping=pf["probe_bookkeeping_s"],
                                        total=med["fused"]["wall"] - med["plain"]["wall"])
+    parts = {k: v for k, v in out["remaining_overhead_s"].items() if k != "total"}
+    out["dominant_overhead"] = max(parts, key=parts.get)
     out.update(measured_at=time.strftime("%Y-%m-%d %H:%M:%S"), load_average=os.getloadavg(), torch_threads=torch.get_num_threads())
     print(json.dumps({k: v for k, v in out.items() if k != "runs_s"}, indent=1), flush=True)
     return out
@@ -121,6 +131,7 @@ def main(argv=None):
                python=platform.python_version(), platform=platform.platform(), cpus=os.cpu_count(),
                load_average_start=load0, load_average_end=os.getloadavg(), quick=a.quick, results=results,
                goal_met_all=all(r["goal_met"] for r in results.values()),
+               tried=TRIED,
                note=("ratio_<mode> = median wall time with probes every 16 tokens / without, same N tokens, same batch "
                      "(ratio_<mode>_cpu: the same with process CPU time); each repetition runs plain, sequential, fused "
                      "and transformers.generate back to back. 'ratio' and 'goal_met' are the fused scheme's (both wall and "
