@@ -11,12 +11,13 @@ import numpy as np
 import pandas as pd
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 from . import __version__
 from .tasks import extract_answer, get_family
 
 # %% auto #0
-__all__ = ['SIGNALS', 'Batch', 'trace_id', 'Decoder', 'prefill', 'step', 'finish', 'probe', 'flush', 'run', 'timings', 'result',
-           'generate_batch']
+__all__ = ['SIGNALS', 'Batch', 'trace_id', 'Decoder', 'prefill', 'step', 'finish', 'probe', 'drain', 'flush', 'run', 'timings',
+           'result', 'generate_batch']
 
 # %% ../nbs/03_generate.ipynb #ace201a0
 SIGNALS = ("answer_prob", "answer_negent", "eot_negent", "win_negent", "win_maxprob", "win_margin",
@@ -55,20 +56,53 @@ class _Runner:
     def __init__(self, lm):
         self.model = lm.model
         self.base, self.head = lm.model.base_model, lm.model.get_output_embeddings()
-        self.cache = DynamicCache(config=lm.model.config)
-        self.phase, self.seconds, self.calls = "main", {"main": 0.0, "probe": 0.0}, {"main": 0, "probe": 0}
+        self.config, self.cache = lm.model.config, DynamicCache(config=lm.model.config)
+        self.phase, self.seconds, self.calls = "main", dict(main=0.0, probe=0.0, ride=0.0), dict(main=0, probe=0, ride=0)
     @torch.no_grad()
-    def __call__(self, ids, mask, pos, keep):
-        t0 = time.perf_counter()
-        out = self.base(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=self.cache, use_cache=True)
-        h = out.last_hidden_state
+    def __call__(self, ids, mask, pos, keep, cache=None):
+        "Forward on `cache` (default the batch's own): (hidden states, logits at the positions `keep`)."
+        t0, cache = time.perf_counter(), self.cache if cache is None else cache
+        h = self.base(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True).last_hidden_state
         lg = self.head(h[:, keep])
         self.seconds[self.phase] += time.perf_counter() - t0; self.calls[self.phase] += 1
         return h, lg
     @property
     def length(self) -> int: return self.cache.get_seq_length()
-    def crop(self, n):
-        if n: self.cache.crop(-n)
+    def crop(self, n): n and self.cache.crop(-n)
+
+def _kv(cache) -> list: return [(layer.keys, layer.values) for layer in cache.layers]   # per-layer (keys, values)
+
+class _JoinLayer(DynamicLayer):
+    "A cache layer over row groups' (keys, values), joined along the batch in the one copy that appends the new states."
+    def __init__(self, parts: list):
+        super().__init__(); self.lazy_initialization(*parts[0]); self.parts, self.keys, self.values = parts, *parts[0]
+    def update(self, key_states, value_states, *args, **kwargs):
+        if len(self.parts) == 1: return super().update(key_states, value_states)
+        L, out = self.keys.shape[-2], []
+        for j, new in enumerate((key_states, value_states)):
+            t, o = new.new_empty(new.shape[:2] + (L + new.shape[2], new.shape[3])), 0
+            for p in self.parts: t[o:o + len(p[j]), :, :L] = p[j]; o += len(p[j])
+            t[:, :, L:] = new; out.append(t)
+        self.keys, self.values = out; return self.keys, self.values
+
+def _join_cache(config, groups: list) -> DynamicCache:
+    "A DynamicCache over the per-layer (keys, values) lists `groups` (no copy), their rows one after another."
+    c = DynamicCache(config=config)
+    c.layers = [_JoinLayer([g[i] for g in groups]) for i in range(len(groups[0]))]
+    return c
+
+_ROWS_FROM = {}
+def _rows_independent_from(k: int, n: int, dtype=torch.float32) -> int:
+    """Smallest row count m such that a (k -> n) matmul gives each row bit-identical results in any batch of >= m rows
+    (checked on random data up to 16 rows; the BLAS kernel may change with the row count, e.g. MKL/AVX2: 1, 2-3, >= 4)."""
+    key = (k, n, dtype, torch.get_num_threads())
+    if key not in _ROWS_FROM:
+        g = torch.Generator().manual_seed(0)
+        w, x, m = torch.randn(n, k, generator=g).to(dtype), torch.randn(16, k, generator=g).to(dtype), 16
+        ref = x @ w.T
+        while m > 1 and torch.equal(x[:m - 1] @ w.T, ref[:m - 1]): m -= 1
+        _ROWS_FROM[key] = m
+    return _ROWS_FROM[key]
 
 # %% ../nbs/03_generate.ipynb #bf6a9648
 @dataclass
@@ -121,8 +155,11 @@ class Decoder:
                  score: Callable | None = None,   # score(answer, problem) -> bool, default the family's verifier
                  extract: Callable | None = None, # extract(text) -> answer, default `adalib.tasks.extract_answer`
                  ignore_eos=False,                # never stop early (benchmarks)
-                 force_thinking=False):           # budget forcing: EOS and the one-token think_end are banned
+                 force_thinking=False,            # budget forcing: EOS and the one-token think_end are banned
+                 probe_mode="fused"):             # "fused": probe answer steps ride on main forwards; "sequential"
         _check_lm(lm)
+        if probe_mode not in ("fused", "sequential"): raise ValueError(f"probe_mode must be 'fused' or 'sequential', got {probe_mode!r}")
+        self.probe_mode = probe_mode
         self.budget, self.probe_every = _check_int(budget, "budget"), _check_int(probe_every, "probe_every")
         self.temperature = _check_temperature(temperature)
         self.problems = list(problems)
@@ -167,6 +204,11 @@ def _setup_state(self):
     self.ckpts = [dict() for _ in range(B)]        # R -> probe result
     self.stopped = {}                              # row -> R: stopped, still in the batch (final probe not run yet)
     self.s_fed, self.probe_s, self.total_s = 0, 0.0, 0.0
+    self.branches, self.rides = [], 0   # probe branches in flight (fused mode), answer steps that rode
+    cfg, dt = self.lm.model.config, next(self.lm.model.parameters()).dtype
+    k, n = cfg.hidden_size, getattr(cfg, "intermediate_size", 4 * cfg.hidden_size)
+    fused = self.probes and self.probe_mode == "fused" and self.dev.type == "cpu"   # rows bit-identical: checked on CPU only
+    self.ride_from = max(_rows_independent_from(k, n, dt), _rows_independent_from(n, k, dt)) if fused else math.inf
 
 # %% ../nbs/03_generate.ipynb #7aef0b01
 @_method(Decoder)
@@ -232,7 +274,9 @@ def step(self, s: int) -> bool:
         if run_pos[i]: self._append(r, int(nxt[i]), s)
     if not bool(self.active.any()): return False
     self.mask = torch.cat([self.mask, run_pos[:, None].to(self.dev, self.mask.dtype)], 1)
-    h, lg = self.fwd(nxt[:, None].to(self.dev), self.mask, (self.plen + s - 1)[:, None], slice(-1, None))
+    ids, pos = nxt[:, None].to(self.dev), (self.plen + s - 1)[:, None]
+    riders = self._riders() if self.branches else []
+    h, lg = self._ride(ids, pos, riders) if riders else self.fwd(ids, self.mask, pos, slice(-1, None))
     self.logits, self.s_fed = lg[:, -1], s
     if self.hist is not None: self.hist[s, live] = h[:, -1].float().cpu()
     return True
@@ -247,8 +291,9 @@ def finish(self, r: int, rr: int, why: str):
 
 @_method(Decoder)
 def _pending(self) -> dict:
-    "Stopped rows whose final checkpoint is not probed yet: {row: R}."
-    return {r: rr for r, rr in self.stopped.items() if rr not in self.ckpts[r]}
+    "Stopped rows whose final checkpoint is not probed yet (nor in flight): {row: R}."
+    fly = {(r, rr) for br in self.branches for r, rr in br.targets.items()}
+    return {r: rr for r, rr in self.stopped.items() if rr not in self.ckpts[r] and (r, rr) not in fly}
 
 # %% ../nbs/03_generate.ipynb #6430ece5
 @_method(Decoder)
@@ -264,32 +309,61 @@ def _probe_force(self, Rv: torch.Tensor, s_fed: int):
     _, lg = self.fwd(self.force.expand(nb, nf), m, pos, [len(self.te_ids) - 1, nf - 1])
     return m, base, lg
 
+class _Branch:
+    "A probe side branch: the probed batch's own cache after the forced tokens, and the greedy answers so far."
+    def __init__(self, targets: dict, at: dict, done, m, base, lg, nf: int, kv: list):
+        self.targets, self.at, self.done, self.m, self.base, self.kv = targets, at, done, m, base, kv
+        self.eot_ent, self.ans_ent = _dist_stats(lg[:, 0])[1], _dist_stats(lg[:, 1])[1]
+        self.cur, self.fed, self.a, self.nxt = lg[:, 1], nf, 0, None
+        self.ans, self.lps = {r: [] for r in targets}, {r: [] for r in targets}
+    @property
+    def length(self) -> int: return self.kv[0][0].shape[-2]
+    def inputs(self, dev):   # token ids, mask and positions of the next answer step (the token chosen last)
+        self.m = torch.cat([self.m, torch.ones((len(self.at), 1), dtype=self.m.dtype, device=dev)], 1)
+        return self.nxt[:, None].to(dev), self.m, (self.base + self.fed)[:, None]
+    def took(self, lg, kv): self.cur, self.kv, self.fed = lg[:, -1], kv, self.fed + 1   # after an answer step
+
 @_method(Decoder)
-def _probe_answers(self, targets: dict, at: dict, done, m, base, cur):
-    "Greedy answers of the target rows: ({row: token ids}, {row: token log-probs})."
-    ans, lps = {r: [] for r in targets}, {r: [] for r in targets}
-    nb, fed, stop = len(self.live), self.nf, self.lm.answer_stop
-    for a in range(self.A):
-        logp = torch.log_softmax(cur.float(), -1)
-        nxt = logp.argmax(-1)
-        for r in targets:
-            i = at[r]
-            if done[i]: continue
-            t = int(nxt[i]); lps[r].append(float(logp[i, t]))
-            if t in self.eos: done[i] = True; continue
-            ans[r].append(t)
-            if (stop and stop in self.tok.decode(ans[r], skip_special_tokens=False)) or len(ans[r]) >= self.caps[r]:
-                done[i] = True
-        if bool(done.all()) or a == self.A - 1: break
-        m = torch.cat([m, torch.ones((nb, 1), dtype=self.mask.dtype, device=self.dev)], 1)
-        _, lg = self.fwd(nxt[:, None].to(self.dev), m, (base + fed)[:, None], slice(-1, None))
-        cur = lg[:, -1]; fed += 1
-    return ans, lps
+def _answer_step(self, br: _Branch) -> bool:
+    "Greedy answer token `br.a` of the target rows from `br.cur`; True when the branch needs another forward."
+    logp = torch.log_softmax(br.cur.float(), -1)
+    nxt, stop = logp.argmax(-1), self.lm.answer_stop
+    for r in br.targets:
+        i = br.at[r]
+        if br.done[i]: continue
+        t = int(nxt[i]); br.lps[r].append(float(logp[i, t]))
+        if t in self.eos: br.done[i] = True; continue
+        br.ans[r].append(t)
+        if (stop and stop in self.tok.decode(br.ans[r], skip_special_tokens=False)) or len(br.ans[r]) >= self.caps[r]:
+            br.done[i] = True
+    br.a, br.nxt = br.a + 1, nxt
+    return not (bool(br.done.all()) or br.a == self.A)
+
+@_method(Decoder)
+def _complete(self, br: _Branch, more: bool = True):
+    "Decode the rest of a branch's answers on its own forwards (the sequential scheme), then record its checkpoints."
+    phase, self.fwd.phase = self.fwd.phase, "probe"
+    while more:
+        c = _join_cache(self.fwd.config, [br.kv])
+        _, lg = self.fwd(*br.inputs(self.dev), slice(-1, None), cache=c)
+        br.took(lg, _kv(c)); more = self._answer_step(br)
+    self.fwd.phase = phase; self._record(br)
+
+@_method(Decoder)
+def _record(self, br: _Branch):
+    "Checkpoints of a finished branch (not those beyond the reasoning of a row that stopped meanwhile)."
+    for r, rr in br.targets.items():
+        if self.R[r] is not None and rr > self.R[r]: continue   # it saw part of the row's ending
+        a_str, i = self.extract(self.tok.decode(br.ans[r], skip_special_tokens=False)), br.at[r]
+        self.ckpts[r][rr] = dict(answer=a_str, correct=bool(self.score(a_str, self.problems[r])),
+                                 answer_prob=float(np.exp(np.mean(br.lps[r]))), answer_negent=-float(br.ans_ent[i]),
+                                 eot_negent=-float(br.eot_ent[i]))
 
 # %% ../nbs/03_generate.ipynb #60235940
 @_method(Decoder)
-def probe(self, targets: dict, s_fed: int):
-    "Probe original rows {row: R} on the side branch and record their checkpoints; the cache holds prompt + s_fed tokens."
+def probe(self, targets: dict, s_fed: int, defer: bool = False):
+    """Probe original rows {row: R} on a side branch; the cache holds prompt + s_fed tokens. The checkpoints are recorded
+    now, or with `defer` (fused mode) once the branch's answer steps have ridden on the next main forwards."""
     if not targets: return
     t_probe = time.perf_counter(); self.fwd.phase = "probe"
     L = self.mask.shape[1]
@@ -297,16 +371,46 @@ def probe(self, targets: dict, s_fed: int):
     Rv = torch.full((len(self.live),), -1, dtype=torch.long)
     for r, rr in targets.items(): Rv[at[r]] = rr
     m, base, lg = self._probe_force(Rv, s_fed)
-    eot_ent, ans_ent = _dist_stats(lg[:, 0])[1], _dist_stats(lg[:, 1])[1]
-    ans, lps = self._probe_answers(targets, at, ~(Rv >= 0).clone(), m, base, lg[:, 1])
-    self.fwd.crop(self.fwd.length - L)
+    br = _Branch(targets, at, ~(Rv >= 0).clone(), m, base, lg, self.nf, _kv(self.fwd.cache))
+    self.fwd.crop(self.fwd.length - L)   # the main cache: views of the branch's first L positions
     self.fwd.phase = "main"
-    for r, rr in targets.items():
-        a_str = self.extract(self.tok.decode(ans[r], skip_special_tokens=False))
-        self.ckpts[r][rr] = dict(answer=a_str, correct=bool(self.score(a_str, self.problems[r])),
-                                 answer_prob=float(np.exp(np.mean(lps[r]))), answer_negent=-float(ans_ent[at[r]]),
-                                 eot_negent=-float(eot_ent[at[r]]))
+    more = self._answer_step(br)
+    if more and defer and len(at) >= self.ride_from: self.branches.append(br)
+    else: self._complete(br, more)
     self.probe_s += time.perf_counter() - t_probe
+
+# %% ../nbs/03_generate.ipynb #3f990d18
+@_method(Decoder)
+def _riders(self) -> list:
+    "Branches whose next answer step rides on this main forward; those due that cannot ride finish on their own."
+    L, zm, ok, ride = self.fwd.length, not bool(self.mask.all()), len(self.live) >= self.ride_from, []
+    for br in list(self.branches):
+        if br.length != L: continue   # its forced tokens are still ahead of the main cache
+        if ok and (not bool(br.m.all())) == zm: ride.append(br); continue
+        t = time.perf_counter(); self.branches.remove(br); self._complete(br); self.probe_s += time.perf_counter() - t
+    return ride
+
+@_method(Decoder)
+def _ride(self, ids, pos, riders: list):
+    "One forward of the main rows and, as extra rows, the next answer step of `riders`: the main (hidden, logits)."
+    nb, inp = len(self.live), [br.inputs(self.dev) for br in riders]
+    c, self.fwd.phase = _join_cache(self.fwd.config, [_kv(self.fwd.cache)] + [br.kv for br in riders]), "ride"
+    h, lg = self.fwd(torch.cat([ids] + [x[0] for x in inp]), torch.cat([self.mask] + [x[1] for x in inp]),
+                     torch.cat([pos] + [x[2] for x in inp]), slice(-1, None), cache=c)
+    self.fwd.phase, t1, kv, o = "main", time.perf_counter(), _kv(c), nb
+    self.fwd.cache = _join_cache(self.fwd.config, [[(k[:nb], v[:nb]) for k, v in kv]])
+    for br in riders:
+        n = len(br.at); br.took(lg[o:o + n], [(k[o:o + n], v[o:o + n]) for k, v in kv]); o += n
+        if not self._answer_step(br): self.branches.remove(br); self._record(br)
+    self.rides += len(riders); self.probe_s += time.perf_counter() - t1
+    return h[:nb], lg[:nb]
+
+@_method(Decoder)
+def drain(self):
+    "Finish every branch still in flight on its own forwards (after the last main step)."
+    t = time.perf_counter()
+    while self.branches: self._complete(self.branches.pop(0))
+    self.probe_s += time.perf_counter() - t
 
 # %% ../nbs/03_generate.ipynb #e1359c8a
 @_method(Decoder)
@@ -314,7 +418,7 @@ def flush(self, s_fed: int, regular: bool):
     "Probe (regular checkpoint: every running row; always: stopped rows' finals), then drop stopped rows."
     targets = {r: s_fed for r in self.live.tolist() if self.active[r]} if regular else {}
     targets.update(self._pending())
-    if self.probes: self.probe(targets, s_fed)
+    if self.probes: self.probe(targets, s_fed, defer=True)
     self.stopped.clear()
     keep = self.active[self.live]
     if not bool(keep.all()) and bool(keep.any()):
@@ -335,6 +439,7 @@ def run(self) -> Decoder:
     for r in self.live.tolist():   # reached the budget
         if self.active[r]: self.finish(r, self.budget, "budget")
     if self.probes: self.probe(self._pending(), self.s_fed)
+    self.drain()
     self.total_s = time.perf_counter() - t_start
     return self
 
@@ -344,6 +449,7 @@ def timings(self) -> dict:
     f = self.fwd
     return dict(total_s=self.total_s, probe_total_s=self.probe_s, main_forward_s=f.seconds["main"],
                 probe_forward_s=f.seconds["probe"], main_forwards=f.calls["main"], probe_forwards=f.calls["probe"],
+                ride_forward_s=f.seconds["ride"], ride_forwards=f.calls["ride"], probe_steps_riding=self.rides,
                 steps=self.s_fed)
 
 # %% ../nbs/03_generate.ipynb #4a412eb8
@@ -380,6 +486,7 @@ def _trace_meta(self, r: int, tid: str) -> dict:
 def result(self) -> Batch:
     "The `Batch` of a decoder that has run (no table, metadata or hidden states when `probes=False`)."
     if not self.probes: return Batch(pd.DataFrame(), [], None, self.toks, self.stop)
+    self.drain()
     rows, meta, hid = [], [], []
     for r, p in enumerate(self.problems):
         tid = trace_id(self.lm.name, p.id, self.samples[r])
@@ -393,7 +500,7 @@ def result(self) -> Batch:
 def generate_batch(lm, problems, budget=256, probe_every=16, answer_max_tokens=None, temperature=0.0, seed=0,
                    samples=None, probes=True, hidden=True, score: Callable | None = None,
                    extract: Callable | None = None, ignore_eos=False, force_thinking=False,
-                   timings: dict | None = None) -> Batch:
+                   timings: dict | None = None, probe_mode="fused") -> Batch:
     """Generate one batch of traces for `problems` with `lm` (an `adalib.models.LM`).
 
     `budget`: max reasoning tokens; `probe_every`: checkpoint spacing k; `temperature` 0 = greedy,
@@ -403,9 +510,11 @@ def generate_batch(lm, problems, budget=256, probe_every=16, answer_max_tokens=N
     generation may not choose EOS or the (single-token) `think_end`, so every trace thinks for the whole
     budget; signals still come from the model's own, unmasked distribution. `score(answer, problem)` defaults to the task
     family's verifier, `extract(text)` to `adalib.tasks.extract_answer`. A `timings` dict is filled
-    with wall-clock seconds and forward-pass counts of the main generation and of the probes."""
+    with wall-clock seconds and forward-pass counts of the main generation and of the probes. `probe_mode`
+    "fused" lets the probes' answer steps ride on the main forwards as extra rows, "sequential" gives each its
+    own forward; both give identical results."""
     d = Decoder(lm, problems, budget=budget, probe_every=probe_every, answer_max_tokens=answer_max_tokens,
                 temperature=temperature, seed=seed, samples=samples, probes=probes, hidden=hidden, score=score,
-                extract=extract, ignore_eos=ignore_eos, force_thinking=force_thinking).run()
+                extract=extract, ignore_eos=ignore_eos, force_thinking=force_thinking, probe_mode=probe_mode).run()
     if timings is not None: timings.update(d.timings())
     return d.result()

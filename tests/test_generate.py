@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from adalib.generate import SIGNALS, Decoder, generate_batch, trace_id
+from adalib.generate import _join_cache, _kv, _rows_independent_from
 from adalib.models import new_tiny_reasoner, toy_lm
 from adalib.shards import accuracy_vs_budget, generate_run, model_loader, plan_shards, run_traces, shard_seed
 from adalib.tasks import get_family
@@ -66,6 +67,62 @@ def test_decoder_reproduces_the_recorded_generate_batch(ref_lms, name):
     got = json.loads(json.dumps(REF.record(REF.run_config(name, ref_lms)), sort_keys=True))
     for k in ("tokens", "stop", "df", "meta", "hidden"):
         assert got[k] == want[k], f"{name}: {k} differs from the recorded output"
+
+
+# ---- fused probes: answer steps ride on the main forwards -------------------------------------
+
+# equal-length prompts (no left padding: an all-ones main mask) and early stops whose final probes mask
+# later cache columns exercise the rule that a branch rides only where its attention takes the main rows' path
+SAME = [Problem(f"same-{i}", "toy", 1, q, g, {}, "") for i, (q, g) in
+        enumerate([("3+4", "7"), ("9-2", "7"), ("5+5", "10"), ("abc", "c"), ("zzz", "z"), ("qqq", "q"), ("1+1", "2"), ("x y", "y")])]
+
+
+@pytest.mark.parametrize("name", ["greedy", "greedy_every3_cap3", "sampled", "forced_greedy", "ignore_eos_nohidden",
+                                  "same_length"])
+def test_fused_probes_equal_sequential_bit_for_bit(ref_lms, name):
+    """probe_mode="fused" (answer steps as extra rows of the main forwards) gives exactly the tokens, answers, signal
+    floats and hidden-state bytes of probe_mode="sequential" (each probe step a forward of its own), and it does ride."""
+    lm_key, idx, kw = REF.CONFIGS[name] if name != "same_length" else ("hash", None, dict(budget=40, probe_every=4))
+    probs = SAME if idx is None else [REF.PROBS[i] for i in idx]
+    out, tim = {}, {}
+    for mode in ("fused", "sequential"):
+        tim[mode] = {}
+        out[mode] = json.dumps(REF.record(generate_batch(ref_lms[lm_key], probs, probe_mode=mode, timings=tim[mode],
+                                                         **kw, **REF.KW)), sort_keys=True)
+    assert out["fused"] == out["sequential"]
+    assert tim["fused"]["probe_steps_riding"] > 0 and tim["sequential"]["probe_steps_riding"] == 0
+    assert tim["fused"]["probe_forwards"] + tim["fused"]["probe_steps_riding"] == tim["sequential"]["probe_forwards"]
+
+
+def test_rows_independent_from_matches_brute_force():
+    "Above the threshold every row of a matmul is bit-identical in every batch size up to 24 (F.linear, as the model)."
+    for k, n in [(64, 192), (128, 384)]:
+        m0 = _rows_independent_from(k, n)
+        g = torch.Generator().manual_seed(1)
+        w, x = torch.randn(n, k, generator=g), torch.randn(24, k, generator=g)
+        ref = torch.nn.functional.linear(x, w)
+        for m in range(m0, 24):
+            assert torch.equal(torch.nn.functional.linear(x[:m], w), ref[:m]), (k, n, m)
+
+
+def test_join_cache_appends_like_a_dynamic_cache(lm):
+    "Two row groups joined for one forward: the result holds both groups' rows in order, then the new column."
+    from transformers import DynamicCache
+    m, g = lm.model, torch.Generator().manual_seed(0)
+    caches = []
+    for b in (2, 3):
+        c = DynamicCache(config=m.config)
+        with torch.no_grad():
+            m.base_model(input_ids=torch.randint(5, 40, (b, 6), generator=g), past_key_values=c, use_cache=True)
+        caches.append(c)
+    j = _join_cache(m.config, [_kv(c) for c in caches])
+    ids = torch.randint(5, 40, (5, 1), generator=g)
+    with torch.no_grad():
+        m.base_model(input_ids=ids, position_ids=torch.full((5, 1), 6), past_key_values=j, use_cache=True)
+    for (k, v), (k0, v0), (k1, v1) in zip(_kv(j), _kv(caches[0]), _kv(caches[1])):
+        assert k.shape[0] == 5 and k.shape[-2] == 7 and k.is_contiguous()
+        assert torch.equal(k[:2, :, :6], k0) and torch.equal(k[2:, :, :6], k1)
+        assert torch.equal(v[:2, :, :6], v0) and torch.equal(v[2:, :, :6], v1)
 
 
 def test_decoder_methods_step_by_step(lm):
@@ -269,6 +326,7 @@ def test_shard_plan_and_seeds(tmp_path):
     (dict(temperature=-1.0), "temperature must be a float >= 0"),
     (dict(answer_max_tokens=0), "answer_max_tokens must be an int >= 1"),
     (dict(samples=[0]), "samples has 1 entries for 8 problems"),
+    (dict(probe_mode="batched"), "probe_mode must be 'fused' or 'sequential'"),
 ])
 def test_bad_generation_parameters(lm, kw, match):
     with pytest.raises(ValueError, match=match):
