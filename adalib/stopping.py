@@ -346,7 +346,7 @@ def _metrics(S: TraceStats, step, kind, ctrl: Controller, idx) -> dict:
     sol = S.solvable[idx]
     out = {"n": len(idx), "risk_upper": d["upper"].mean(), "risk_lower": d["lower"].mean(),
            "risk_wrong": d["plain_wrong"].mean(), "risk_drop": d["plain_drop"].mean(),
-           "accuracy": d["correct"].mean(), "accuracy_budget": sol.mean(),
+           "accuracy": d["correct"].mean(), "accuracy_budget": S.correct[idx, S.lengths[idx] - 1].mean(),  # the full budget's own accuracy, not the solvable share
            "tokens": d["tokens"].mean(), "tokens_budget": budget_tok.mean(),
            "saving": 1 - d["tokens"].sum() / budget_tok.sum() if budget_tok.sum() > 0 else 0.0, "jplus": d["jplus"].mean(), "jminus": d["jminus"].mean()}
     for name, code in (("upper", 1), ("lower", 2), ("budget", 0)):

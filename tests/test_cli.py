@@ -41,7 +41,7 @@ def sha(paths):
 @pytest.mark.parametrize("kind", ["parquet", "folder", "log"])
 def test_inspect(small, kind, capsys):
     rc, out, err = run(["inspect", small[kind]], capsys)
-    assert rc == 0 and "400 traces" in out and "solvable:" in out and "last_checkpoint" in out and "accuracy vs budget" in out and "answer_prob" in out
+    assert rc == 0 and "400 traces" in out and "solvable:" in out and "pass@4 (T=0.8, budget 128)" in out and "accuracy vs budget" in out and "answer_prob" in out
 
 
 @pytest.mark.parametrize("rule", ["upper", "lower", "combined"])
