@@ -43,7 +43,7 @@ def traces_md() -> str:
     out = []
     for d in sorted(p for p in (DATA / "traces").iterdir() if p.is_dir()):
         run = json.loads((d / "_run.json").read_text())
-        shards = sorted(d.glob("*.parquet"))
+        shards = sorted(f for f in d.glob("*.parquet") if not f.name.startswith("_"))
         rows = sum(pq.ParquetFile(f).metadata.num_rows for f in shards)
         n = run["n_problems"] * len(run["tasks"]) * len(run["difficulties"]) * run.get("samples", 1)
         out.append(f"### {d.name}\n")
@@ -56,9 +56,33 @@ def traces_md() -> str:
         elif bases:
             w = DATA / "models" / max(bases, key=len) / "model.safetensors"
             out.append(f"Generated from `{w.relative_to(DATA.parent)}` with sha256 `{sha(w)}`.\n")
+        sol = d / "_solvable.parquet"
+        if sol.exists():
+            t = pq.read_table(sol).to_pandas()
+            srcs = ", ".join(f"{k} ({v} problems)" for k, v in t["source"].value_counts().sort_index().items())
+            out.append(f"`_solvable.parquet`: solvability from independent evidence for {len(t)} problems, {srcs}; "
+                       f"made by `adalib.shards.solvability_run` in s02, attached by `TraceSet.read` (sha256 `{sha(sol)}`).\n")
         out.append("| file | sha256 | hidden-state file sha256 |\n|---|---|---|")
         for f in shards:
             h = f.with_suffix(".hidden.npy")
+            out.append(f"| `{d.name}/{f.name}` | `{sha(f)}` | `{sha(h) if h.exists() else ''}` |")
+        out.append("")
+    return "\n".join(out)
+
+
+def pools_md() -> str:
+    import pyarrow.parquet as pq
+    out = []
+    for d in sorted(p for p in (DATA / "pools").iterdir() if p.is_dir()) if (DATA / "pools").exists() else []:
+        run = json.loads((d / "_run.json").read_text())
+        shards = sorted(f for f in d.glob("*.parquet") if not f.name.startswith("_"))
+        rows = sum(pq.ParquetFile(f).metadata.num_rows for f in shards)
+        out.append(f"### {d.name}\n")
+        out.append(f"{rows} samples ({run['n_problems']} problems x m = {run['m']}), {len(shards)} shards. Parameters (`_run.json`):\n")
+        out.append("```json\n" + json.dumps(run, sort_keys=True) + "\n```\n")
+        out.append("| file | sha256 | prompt hidden-state file sha256 |\n|---|---|---|")
+        for f in shards:
+            h = f.with_suffix(".prompt.npy")
             out.append(f"| `{d.name}/{f.name}` | `{sha(f)}` | `{sha(h) if h.exists() else ''}` |")
         out.append("")
     return "\n".join(out)
@@ -78,7 +102,7 @@ def main():
     a = ap.parse_args()
     f = DATA / "README.md"
     old = f.read_text()
-    new = rewrite(rewrite(old, "models", models_md()), "traces", traces_md())
+    new = rewrite(rewrite(rewrite(old, "models", models_md()), "traces", traces_md()), "pools", pools_md())
     if a.check:
         if new != old: print("data/README.md is out of date: run tools/data_readme.py"); sys.exit(1)
         print("data/README.md up to date"); return
