@@ -46,8 +46,8 @@ def test_statements_type_no_results_and_verdicts_are_known():
         m = LINE.match(l)
         assert m["verdict"] in VERDICTS, l
         # a typed-in result (a decimal or a percentage) in the words would bypass the table; settings such as
-        # "α = 0.1" or "T=0.8" name the experiment, not its result, and are allowed
-        words = re.sub(r"(α|δ|λ|θ|alpha|delta|T|k|m|N)\s*=\s*\d+(\.\d+)?", "", m["statement"])
+        # "α = 0.1", "T=0.8", "slack 0.040" or "budget 0.9 per layer" name the experiment, not its result, and are allowed
+        words = re.sub(r"(α|δ|λ|θ|alpha|delta|slack|budget|T|k|m|N)\s*=?\s*\d+(\.\d+)?|95% CI", "", m["statement"])
         assert not re.search(r"\d+\.\d+|\d+\s?%", words), f"statement types a number; cite it instead: {l}"
 
 def test_findings_files_match_their_tables():
