@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_studies.ipynb #a4af0e0c
 from __future__ import annotations
-import argparse, json, os, platform, shutil, subprocess, sys, time
+import argparse, ast, json, os, platform, shutil, subprocess, sys, time
 from importlib import metadata
 from pathlib import Path
 import papermill as pm
@@ -17,8 +17,8 @@ from .io import repo_root, find_data, sha256_file  # repo_root and find_data liv
 
 # %% auto #0
 __all__ = ['PROFILES', 'KERNEL', 'studies_dir', 'list_studies', 'study_folder', 'study_purpose', 'load_params', 'ensure_kernel',
-           'StudyFailed', 'provenance', 'study_sources', 'artifact_hashes', 'run_study', 'write_manifest',
-           'run_studies', 'main']
+           'StudyFailed', 'provenance', 'study_sources', 'stale_studies', 'artifact_hashes', 'run_study',
+           'write_manifest', 'run_studies', 'main']
 
 # %% ../nbs/11_studies.ipynb #9e433910
 PROFILES = ("smoke", "full")
@@ -105,9 +105,60 @@ def provenance(root=None, paths=(".",)) -> dict:
     return {"commit": _git("rev-parse", "HEAD", root=root), "dirty": bool(status) if status is not None else None,
             "python": platform.python_version(), "platform": platform.platform(), "versions": vers}
 
-def study_sources(name) -> tuple[str, ...]:
-    "The files whose changes make a study's outputs stale: the library, the study notebook, its parameters."
-    return ("adalib", f"nbs/studies/{name}.ipynb", f"nbs/params/smoke/{name}.yaml", f"nbs/params/full/{name}.yaml")
+def _code_of(nb_path: Path) -> str:
+    "The Python of a notebook's code cells, IPython magics and shell lines blanked so `ast` can read it."
+    cells = [c for c in json.loads(Path(nb_path).read_text())["cells"] if c["cell_type"] == "code"]
+    lines = "\n".join("".join(c["source"]) for c in cells).splitlines()
+    return "\n".join("" if l.lstrip().startswith(("!", "%")) else l for l in lines)
+
+def _adalib_imports(code: str, pkg: Path, relative=False) -> set[str]:
+    "Modules of the package folder `pkg` that `code` imports anywhere (absolute `adalib.x`, or `.x` when `relative`)."
+    found = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Import):
+            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith(pkg.name + ".")}
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level == 0 and mod.startswith(pkg.name + "."): found.add(mod.split(".")[1])
+            elif (node.level == 0 and mod == pkg.name) or (relative and node.level == 1 and not mod):
+                found |= {a.name for a in node.names}   # `from adalib import calibration`: names may be modules
+            elif relative and node.level == 1: found.add(mod.split(".")[0])
+    return {m for m in found if (pkg / f"{m}.py").exists()}
+
+def study_sources(name, root=None) -> tuple[str, ...]:
+    """The files whose changes make a study's outputs stale: its notebook, its parameter files, and the library
+    modules it imports, followed through the library's own imports (plus the package `__init__`).
+    A notebook `ast` cannot read falls back to the whole library."""
+    root = Path(root or repo_root()); pkg = root / "adalib"
+    nb = studies_dir(root) / f"{name}.ipynb"
+    own = (f"nbs/studies/{name}.ipynb", f"nbs/params/smoke/{name}.yaml", f"nbs/params/full/{name}.yaml")
+    try: todo = _adalib_imports(_code_of(nb), pkg)
+    except SyntaxError: return ("adalib",) + own
+    seen = set()
+    while todo:
+        m = todo.pop(); seen.add(m)
+        todo |= _adalib_imports((pkg / f"{m}.py").read_text(), pkg, relative=True) - seen
+    return tuple(f"adalib/{m}.py" for m in sorted(seen | {"__init__"})) + own
+
+# %% ../nbs/11_studies.ipynb #948fcaad
+def stale_studies(out="outputs", root=None) -> list[dict]:
+    """Every study with why its committed outputs in `out` are (or are not) stale: never run, run on uncommitted
+    sources, a smoke run, or sources changed in a commit the manifest's commit does not contain."""
+    root = Path(root or repo_root()); out = Path(out) if Path(out).is_absolute() else root / out
+    mpath = out / "manifest.json"
+    man = json.loads(mpath.read_text()).get("studies", {}) if mpath.exists() else {}
+    rows = []
+    for name in list_studies(root):
+        rec, why = man.get(name), ""
+        last = _git("log", "-1", "--format=%H", "--", *study_sources(name, root), root=root)
+        if rec is None: why = "never run into this folder"
+        elif rec.get("dirty"): why = "ran on uncommitted sources"
+        elif rec.get("profile") != "full": why = f"profile {rec.get('profile')!r}, not full"
+        elif last and _git("merge-base", "--is-ancestor", last, rec.get("commit") or "HEAD", root=root) is None:
+            why = f"sources changed in {last[:10]}, after the run's commit {(rec.get('commit') or '')[:10]}"
+        rows.append({"study": name, "stale": bool(why), "why": why, "run_commit": (rec or {}).get("commit"),
+                     "sources_commit": last})
+    return rows
 
 # %% ../nbs/11_studies.ipynb #8ad0f978
 def artifact_hashes(study_out: Path) -> dict:
@@ -131,7 +182,7 @@ def run_study(name, profile="smoke", out="outputs", root=None, kernel=KERNEL, ex
     if study_out.exists():  # stale artifacts from an earlier run must not survive into the manifest
         shutil.rmtree(study_out)
     executed = out / "executed" / f"{name}.ipynb"
-    prov = provenance(root, study_sources(name))  # taken BEFORE the run: the code that actually ran
+    prov = provenance(root, study_sources(name, root))  # taken BEFORE the run: the code that actually ran
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(studies_dir(root) / f"{name}.ipynb"), str(executed), parameters=params,
@@ -199,11 +250,13 @@ def run_studies(profile="smoke", only=None, out=None, root=None, kernel=KERNEL) 
 
 # %% ../nbs/11_studies.ipynb #873b3c06
 def main(argv=None):
-    "Console script: `adalib studies list` | `adalib studies run [--profile P] [--only NAME ...] [--out DIR]`."
+    "Console script: `adalib studies list` | `adalib studies stale [--out DIR]` | `adalib studies run [--profile P] [--only NAME ...] [--out DIR]`."
     ap = argparse.ArgumentParser(prog="adalib", description="adalib study runner")
     sub = ap.add_subparsers(dest="group", required=True)
     st = sub.add_parser("studies", help="list or run the study notebooks").add_subparsers(dest="cmd", required=True)
     st.add_parser("list", help="list the studies")
+    sl = st.add_parser("stale", help="list studies whose committed outputs are older than their sources")
+    sl.add_argument("--out", default="outputs", help="the output folder whose manifest is checked")
     r = st.add_parser("run", help="run studies through papermill")
     r.add_argument("--profile", choices=PROFILES, default="smoke")
     r.add_argument("--only", nargs="+", help="study names or their sNN prefixes")
@@ -212,6 +265,10 @@ def main(argv=None):
     if a.cmd == "list":
         for n in list_studies(): print(f"{n:22s} {study_purpose(n)}")
         return 0
+    if a.cmd == "stale":
+        rows = stale_studies(a.out)
+        for r in rows: print(f"{r['study']:22s} {'STALE: ' + r['why'] if r['stale'] else 'fresh'}")
+        return int(any(r["stale"] for r in rows))
     try:
         recs = run_studies(a.profile, a.only, a.out)
     except StudyFailed as e:
