@@ -18,7 +18,7 @@ from .cascade import check_shared_tokenizer, toy_pair
 # %% auto #0
 __all__ = ['N_PROB_FEATURES', 'check_pair', 'KVStream', 'probs', 'verify_greedy', 'verify_sampling', 'features', 'AcceptanceHead',
            'fit_head', 'FixedK', 'Threshold', 'SpecResult', 'speculative_decode', 'speculate', 'collect_rollouts',
-           'run_settings', 'summarize', 'head_auroc']
+           'run_settings', 'summarize', 'compare_policies', 'head_auroc']
 
 # %% ../nbs/09b_speculative.ipynb #0b3f0176
 def check_pair(target, draft):
@@ -254,7 +254,7 @@ def run_settings(target, draft, problems, policies, max_new_tokens: int = 128, s
     for p in problems:
         for pol in [FixedK(0)] + policies:
             r = speculate(target, draft if pol.k_max else None, p, pol, max_new_tokens, stop)
-            rows.append({**r, "policy": "target" if not pol.k_max else str(pol), "kind": type(pol).__name__,
+            rows.append({**r, "policy": "target" if not pol.k_max else str(pol), "kind": type(pol).__name__ if pol.k_max else "target",
                          "k": pol.k_max if isinstance(pol, FixedK) else np.nan, "h": getattr(pol, "h", np.nan)})
     df = pd.DataFrame(rows)
     ref = df[df.policy == "target"].set_index("problem_id")["tokens"]
@@ -285,6 +285,21 @@ def summarize(runs: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed:
         row["speedup"], (row["speedup_lo"], row["speedup_hi"]) = v, np.nanquantile(reps, q)
         out.append(row)
     return pd.DataFrame(out)
+
+# %% ../nbs/09b_speculative.ipynb #2fd584a2
+def compare_policies(runs: pd.DataFrame, a: str, b: str, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    "Rows `calls_ratio` (calls/token of a over b) and `speedup` (wall of b over wall of a): value, lo, hi."
+    miss = [x for x in (a, b) if x not in set(runs.policy)]
+    if miss: raise ValueError(f"policies {miss} not in runs; choose from {sorted(set(runs.policy))}")
+    pids = sorted(runs.problem_id.unique())
+    counts = bootstrap_counts(len(pids), n_boot, seed).astype(np.float64)
+    col = lambda pol, c: runs[runs.policy == pol].set_index("problem_id").loc[pids, c].to_numpy(np.float64)
+    ca, ta = _ratio(col(a, "target_calls"), col(a, "n_tokens"), counts)
+    cb, tb = _ratio(col(b, "target_calls"), col(b, "n_tokens"), counts)
+    sv, sr = _ratio(col(b, "wall_s"), col(a, "wall_s"), counts)
+    q = [(1 - level) / 2, (1 + level) / 2]
+    return pd.DataFrame([{"metric": "calls_ratio", "a": a, "b": b, "value": ca / cb, **dict(zip(("lo", "hi"), np.nanquantile(ta / tb, q)))},
+                         {"metric": "speedup", "a": a, "b": b, "value": sv, **dict(zip(("lo", "hi"), np.nanquantile(sr, q)))}])
 
 # %% ../nbs/09b_speculative.ipynb #f5862e5e
 def head_auroc(head: AcceptanceHead, X, y, groups, n_boot: int = 1000, seed: int = 0) -> dict:
