@@ -264,18 +264,19 @@ def run_settings(target, draft, problems, policies, max_new_tokens: int = 128, s
 def _ratio(a, b, counts):
     with np.errstate(invalid="ignore", divide="ignore"): return a.sum() / b.sum(), (counts @ a) / (counts @ b)
 
-def summarize(runs: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def summarize(runs: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed: int = 0, draft_cost: float | None = None) -> pd.DataFrame:
     "Per policy: the ratios above with percentile bootstrap CIs over problems (`<metric>_lo`, `<metric>_hi`)."
     if "target" not in set(runs.policy): raise ValueError("runs has no 'target' rows; build it with run_settings")
     pids = sorted(runs.problem_id.unique())
     counts = bootstrap_counts(len(pids), n_boot, seed).astype(np.float64)
     col = lambda d, c: d.set_index("problem_id").loc[pids, c].to_numpy(np.float64)
     base = col(runs[runs.policy == "target"], "wall_s"); q = [(1 - level) / 2, (1 + level) / 2]
+    if draft_cost is not None: runs = runs.assign(cost=runs.target_calls + float(draft_cost) * runs.draft_calls)
     out = []
     for pol, d in runs.groupby("policy", sort=False):
         m = {"calls_per_token": ("target_calls", "n_tokens"), "draft_calls_per_token": ("draft_calls", "n_tokens"),
              "accepted_per_round": ("accepted", "rounds"), "drafted_per_round": ("drafted", "rounds"),
-             "tokens_per_s": ("n_tokens", "wall_s")}
+             "tokens_per_s": ("n_tokens", "wall_s"), **({"cost_per_token": ("cost", "n_tokens")} if draft_cost is not None else {})}
         row = {"policy": pol, "kind": d.kind.iloc[0], "k": d.k.iloc[0], "h": d.h.iloc[0], "n_problems": len(d),
                "mismatches": int(d.mismatch.sum())}
         for name, (a, b) in m.items():
@@ -283,23 +284,28 @@ def summarize(runs: pd.DataFrame, n_boot: int = 1000, level: float = 0.95, seed:
             row[name], (row[f"{name}_lo"], row[f"{name}_hi"]) = v, np.nanquantile(reps, q)
         v, reps = _ratio(base, col(d, "wall_s"), counts)
         row["speedup"], (row["speedup_lo"], row["speedup_hi"]) = v, np.nanquantile(reps, q)
+        if draft_cost is not None:
+            row["proxy_speedup"], row["proxy_speedup_lo"], row["proxy_speedup_hi"] = 1 / row["cost_per_token"], 1 / row["cost_per_token_hi"], 1 / row["cost_per_token_lo"]
         out.append(row)
     return pd.DataFrame(out)
 
 # %% ../nbs/09b_speculative.ipynb #2fd584a2
-def compare_policies(runs: pd.DataFrame, a: str, b: str, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    "Rows `calls_ratio` (calls/token of a over b) and `speedup` (wall of b over wall of a): value, lo, hi."
+def compare_policies(runs: pd.DataFrame, a: str, b: str, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                     draft_cost: float | None = None) -> pd.DataFrame:
+    "Rows `calls_ratio` (calls/token of a over b), `speedup` (wall of b over wall of a), with `draft_cost` `cost_ratio`: value, lo, hi."
     miss = [x for x in (a, b) if x not in set(runs.policy)]
     if miss: raise ValueError(f"policies {miss} not in runs; choose from {sorted(set(runs.policy))}")
     pids = sorted(runs.problem_id.unique())
     counts = bootstrap_counts(len(pids), n_boot, seed).astype(np.float64)
     col = lambda pol, c: runs[runs.policy == pol].set_index("problem_id").loc[pids, c].to_numpy(np.float64)
-    ca, ta = _ratio(col(a, "target_calls"), col(a, "n_tokens"), counts)
-    cb, tb = _ratio(col(b, "target_calls"), col(b, "n_tokens"), counts)
+    cost = lambda pol, c: col(pol, "target_calls") + c * col(pol, "draft_calls")
+    q, rows = [(1 - level) / 2, (1 + level) / 2], []
+    for name, c in [("calls_ratio", 0.0)] + ([("cost_ratio", float(draft_cost))] if draft_cost is not None else []):
+        (va, ra), (vb, rb) = _ratio(cost(a, c), col(a, "n_tokens"), counts), _ratio(cost(b, c), col(b, "n_tokens"), counts)
+        rows.append({"metric": name, "a": a, "b": b, "value": va / vb, **dict(zip(("lo", "hi"), np.nanquantile(ra / rb, q)))})
     sv, sr = _ratio(col(b, "wall_s"), col(a, "wall_s"), counts)
-    q = [(1 - level) / 2, (1 + level) / 2]
-    return pd.DataFrame([{"metric": "calls_ratio", "a": a, "b": b, "value": ca / cb, **dict(zip(("lo", "hi"), np.nanquantile(ta / tb, q)))},
-                         {"metric": "speedup", "a": a, "b": b, "value": sv, **dict(zip(("lo", "hi"), np.nanquantile(sr, q)))}])
+    rows.append({"metric": "speedup", "a": a, "b": b, "value": sv, **dict(zip(("lo", "hi"), np.nanquantile(sr, q)))})
+    return pd.DataFrame(rows)
 
 # %% ../nbs/09b_speculative.ipynb #f5862e5e
 def head_auroc(head: AcceptanceHead, X, y, groups, n_boot: int = 1000, seed: int = 0) -> dict:
