@@ -16,8 +16,8 @@ from .generate import generate_batch
 from .training import _train_examples, _optimizer, _batch, _length_grouped, _train_step
 
 # %% auto #0
-__all__ = ['finetune', 'expert_answers', 'cached_frames', 'AnswerMatrix', 'answer_matrix', 'skill_profile', 'skill_scores',
-           'rank_experts', 'aggregate', 'route_all', 'curve_table', 'paired_difference']
+__all__ = ['finetune', 'expert_answers', 'read_cached', 'write_cached', 'AnswerMatrix', 'answer_matrix', 'skill_profile',
+           'skill_scores', 'rank_experts', 'aggregate', 'route_all', 'curve_table', 'paired_difference']
 
 # %% ../nbs/09c_skills.ipynb #9850e6fe
 def finetune(lm: LM,              # a TinyReasoner (`kind == "tiny"`); not modified
@@ -63,25 +63,28 @@ def expert_answers(lm: LM,               # any `adalib.models.LM`
                          tokens=int(m["reasoning_tokens"])))
     return pd.DataFrame(rows)
 
-# %% ../nbs/09c_skills.ipynb #e0cc62d0
-def cached_frames(folder,          # where the frames live (one Parquet file each, plus params.json)
-                  params: dict,    # everything that determines the frames (JSON-serialisable)
-                  build) -> tuple[dict, bool]:
-    "(frames, read_from_cache): `build()` returns a dict of DataFrames; they are rebuilt when `params` differ."
-    folder = Path(folder)
-    try: key = json.dumps(params, sort_keys=True)
+# %% ../nbs/09c_skills.ipynb #8ac8b96a
+def _params_key(params) -> str:
+    try: return json.dumps(params, sort_keys=True)
     except TypeError as e: raise ValueError(f"params must be JSON-serialisable ({e}); pass plain numbers, strings and lists") from None
+
+def read_cached(folder, params: dict) -> dict | None:
+    "The frames (name -> DataFrame) stored in `folder` by `write_cached` with equal `params`, else None."
+    folder, key = Path(folder), _params_key(params)
     meta = folder / "params.json"
-    if meta.exists() and json.loads(meta.read_text()) == json.loads(key):
-        return {p.stem: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}, True
-    frames = build()
+    if not meta.exists() or json.loads(meta.read_text()) != json.loads(key): return None
+    return {p.stem: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}
+
+def write_cached(folder, params: dict, frames: dict) -> dict:
+    "Store `frames` (name -> DataFrame) as Parquet files in `folder` with `params`; returns them as read back."
+    folder, key = Path(folder), _params_key(params)
     if not isinstance(frames, dict) or not all(isinstance(v, pd.DataFrame) for v in frames.values()):
-        raise ValueError("build() must return a dict of name -> DataFrame")
+        raise ValueError("frames must be a dict of name -> DataFrame")
     folder.mkdir(parents=True, exist_ok=True)
-    for p in folder.glob("*.parquet"): p.unlink()
+    for p in [*folder.glob("*.parquet"), folder / "params.json"]: p.unlink(missing_ok=True)
     for k, v in frames.items(): v.to_parquet(folder / f"{k}.parquet", index=False)
-    meta.write_text(key)
-    return {k: pd.read_parquet(folder / f"{k}.parquet") for k in sorted(frames)}, False
+    (folder / "params.json").write_text(key)
+    return read_cached(folder, params)
 
 # %% ../nbs/09c_skills.ipynb #7dff5ac2
 @dataclass
