@@ -68,3 +68,11 @@ def test_negative_results_are_stated():
 
 def test_fmt():
     assert [make_readme.fmt(v) for v in (0.123456, 3.0, 12, "ltt", float("nan"), 1234.5)] == ["0.123", "3", "12", "ltt", "n/a", "1.23e+03"]
+
+def test_every_link_in_the_readme_points_to_a_committed_file():
+    "Gallery images and table links must exist: a renamed figure must not leave a broken image in the README."
+    text = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\(((?:outputs|data|nbs)/[^)#\s]+)\)", text)
+    assert len(links) >= 10, f"expected the gallery and table links, found {len(links)}"
+    missing = sorted({l for l in links if not (ROOT / l).exists()})
+    assert missing == [], f"README links to files that do not exist: {missing}"
