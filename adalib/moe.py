@@ -491,12 +491,12 @@ def pad_items(prompts_ids, answers_ids, pad_id: int) -> tuple[torch.Tensor, torc
 
 # %% ../nbs/08a_moe.ipynb #68787069
 def evaluate_policy(model, policy, windows: torch.Tensor, prompts_ids, answers_ids, pad_id: int) -> dict:
-    """Perplexity on `windows` (tracked), `ffn_flop_fraction`, `shares` (router policies, else None) and
-    `task_accuracy` (mean of `answer_accuracy`) of `model` under `policy`."""
+    """Perplexity on `windows` (tracked), `ffn_flop_fraction`, `shares` (router policies, else None),
+    `task_accuracy` (mean of `answer_accuracy`) and `task_correct` (its per-problem bools) under `policy`."""
     set_policy(model, policy)
     with tracking(model):
         ppl = perplexity(model, windows)
     frac = flop_fraction(model)
     shares = expert_shares(model) if isinstance(policy, list) and policy[0] is not None and policy[0][0] == "router" else None
     accs = answer_accuracy(model, prompts_ids, answers_ids, pad_id)
-    return {"perplexity": ppl, "ffn_flop_fraction": frac, "task_accuracy": float(accs.mean()), "shares": shares}
+    return {"perplexity": ppl, "ffn_flop_fraction": frac, "task_accuracy": float(accs.mean()), "shares": shares, "task_correct": accs}
