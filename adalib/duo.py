@@ -16,11 +16,14 @@ from tqdm.auto import tqdm
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaMLP
 from .moe import token_losses
+from .calibration import bootstrap_counts
+import pandas as pd
 
 # %% auto #0
-__all__ = ['ROUTE_SKIP', 'ROUTE_SMALL', 'ROUTE_BIG', 'budget_loss', 'Top1Router', 'random_routes', 'DualFFN', 'dual_llama',
-           'dual_layers', 'set_routes', 'route_patterns', 'OracleResult', 'oracle_search', 'best_of_random',
-           'difficulty_labels', 'train_dual', 'train_duo_router', 'attach_routers', 'router_eval', 'arith_corpus']
+__all__ = ['ROUTE_SKIP', 'ROUTE_SMALL', 'ROUTE_BIG', 'budget_loss', 'Top1Router', 'random_routes', 'uniform_k_routes',
+           'route_mix', 'DualFFN', 'dual_llama', 'dual_layers', 'set_routes', 'route_patterns', 'OracleResult',
+           'oracle_search', 'best_of_random', 'difficulty_labels', 'train_dual', 'train_duo_router', 'attach_routers',
+           'router_eval', 'calibrate_router_offset', 'seq_bootstrap', 'oracle_position', 'arith_corpus']
 
 # %% ../nbs/08b_duo.ipynb #397e894c
 ROUTE_SKIP, ROUTE_SMALL, ROUTE_BIG = 0, 1, 2
@@ -42,9 +45,12 @@ class Top1Router(nn.Module):
         self.proj = nn.Linear(d_in, n_experts)
         nn.init.zeros_(self.proj.weight)
         with torch.no_grad(): self.proj.bias.copy_(torch.zeros(n_experts) if init_bias is None else torch.as_tensor(init_bias, dtype=torch.float32))
-    def forward(self, x): return self.proj(x)
-    def probs(self, x): return self.proj(x).softmax(-1)
-    def route(self, x): return self.proj(x).argmax(-1)
+        self.offset = 0.0   # added to the last expert's logit (the big FFN): a threshold calibrated after training
+    def forward(self, x):
+        z = self.proj(x)
+        return z if self.offset == 0 else torch.cat([z[..., :-1], z[..., -1:] + self.offset], -1)
+    def probs(self, x): return self(x).softmax(-1)
+    def route(self, x): return self(x).argmax(-1)
 
 # %% ../nbs/08b_duo.ipynb #e1c52bec
 def random_routes(shape, probs=None, k=None, n_layers=None, generator=None) -> torch.Tensor:
@@ -63,6 +69,26 @@ def random_routes(shape, probs=None, k=None, n_layers=None, generator=None) -> t
         raise ValueError(f"probs must be a non-negative vector summing to 1, got {p.tolist()}")
     n = int(np.prod(shape)) if shape else 1
     return torch.multinomial(p.float().expand(n, -1), 1, replacement=True, generator=g).view(shape)
+
+# %% ../nbs/08b_duo.ipynb #6b5e2112
+def uniform_k_routes(shape, n_layers: int, generator=None) -> torch.Tensor:
+    """`shape + (n_layers,)` routes covering every budget: per token, k is drawn uniformly from
+    0..n_layers, then k layers (uniformly chosen) are big and the rest small."""
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    if n_layers < 1: raise ValueError(f"n_layers must be >= 1, got {n_layers}")
+    shape = tuple(shape)
+    k = torch.randint(0, n_layers + 1, shape + (1,), generator=g)
+    rank = torch.rand(shape + (n_layers,), generator=g).argsort(-1).argsort(-1)
+    return torch.where(rank < k, ROUTE_BIG, ROUTE_SMALL)
+
+def route_mix(routes: torch.Tensor) -> pd.DataFrame:
+    "Share of tokens per number of big layers k, and each layer's big share, of a `(..., L)` route tensor."
+    L = routes.shape[-1]; r = routes.reshape(-1, L)
+    nb = (r == ROUTE_BIG).sum(-1)
+    per_layer = (r == ROUTE_BIG).float().mean(0)
+    return pd.DataFrame({"k_big_layers": np.arange(L + 1), "share_of_tokens": torch.bincount(nb, minlength=L + 1).numpy() / len(r),
+                         "share_big_at_layer": [float(per_layer[i]) if i < L else np.nan for i in range(L + 1)],
+                         "share_skip": float((r == ROUTE_SKIP).float().mean())})
 
 # %% ../nbs/08b_duo.ipynb #62b736ff
 class DualFFN(nn.Module):
@@ -186,10 +212,12 @@ def _windows(stream: torch.Tensor, T: int, n: int, g) -> torch.Tensor:
     starts = torch.randint(0, len(stream) - T, (n,), generator=g)
     return torch.stack([stream[s:s + T] for s in starts.tolist()])
 
-def train_dual(model, stream: torch.Tensor, steps: int, batch_size=32, seq_len=64, lr=3e-3, route_probs=(0.1, 0.45, 0.45),
+def train_dual(model, stream: torch.Tensor, steps: int, batch_size=32, seq_len=64, lr=3e-3, route_probs="uniform_k",
                seed=0, progress=True) -> list[float]:
-    "Train a `dual_llama` on windows of a 1-D token stream with random per-token routes. Returns the loss per step."
+    """Train a `dual_llama` on windows of a 1-D token stream with random per-token routes: `"uniform_k"`
+    (`uniform_k_routes`, every budget equally often) or i.i.d. (skip, small, big) probabilities. Returns the loss per step."""
     if steps < 1: raise ValueError(f"steps must be >= 1, got {steps}")
+    if isinstance(route_probs, str) and route_probs != "uniform_k": raise ValueError(f"route_probs must be 'uniform_k' or (skip, small, big) probabilities, got {route_probs!r}")
     g = torch.Generator().manual_seed(seed); torch.manual_seed(seed)
     L = len(dual_layers(model)); model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
@@ -198,7 +226,8 @@ def train_dual(model, stream: torch.Tensor, steps: int, batch_size=32, seq_len=6
     curve = []
     for _ in tqdm(range(steps), desc="train dual", disable=not progress):
         ids = _windows(stream, seq_len, batch_size, g)
-        r = random_routes((batch_size, seq_len, L), probs=route_probs, generator=g)
+        r = (uniform_k_routes((batch_size, seq_len), L, generator=g) if isinstance(route_probs, str)
+             else random_routes((batch_size, seq_len, L), probs=route_probs, generator=g))
         with set_routes(model, r): loss = model(input_ids=ids, labels=ids).loss
         opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step(); sched.step()
         curve.append(loss.item())
@@ -240,6 +269,42 @@ def router_eval(model, input_ids, routers):
         nbig = sum((m.last_probs[..., 1] >= m.last_probs[..., 0]).long() for m in dual_layers(model))
     finally: attach_routers(model, None)
     return l, nbig
+
+@torch.no_grad()
+def calibrate_router_offset(model, routers, calib_ids: torch.Tensor, k: float, iters: int = 30, span: float = 20.0) -> float:
+    """Bisect one offset, added to every router's big logit, so the mean realized number of big layers
+    per token on `calib_ids` is k (it rises with the offset). Sets and returns the offset."""
+    L = len(dual_layers(model))
+    if not 0 <= k <= L: raise ValueError(f"budget k must be in [0, {L}], got {k}")
+    def realized(o):
+        for r in routers: r.offset = o
+        return router_eval(model, calib_ids, routers)[1].float().mean().item()
+    lo, hi = -span, span
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if realized(mid) < k: lo = mid
+        else: hi = mid
+    best = min((lo, hi), key=lambda o: abs(realized(o) - k))
+    for r in routers: r.offset = best
+    return best
+
+# %% ../nbs/08b_duo.ipynb #2c815120
+def seq_bootstrap(per_seq, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    "Mean of per-sequence values (n,) and its percentile bootstrap CI over sequences: {mean, lo, hi, n}."
+    v = np.asarray(per_seq.numpy() if torch.is_tensor(per_seq) else per_seq, dtype=np.float64)
+    if v.ndim != 1 or len(v) < 2: raise ValueError(f"per_seq must be a 1-D array of at least 2 sequence values, got shape {v.shape}")
+    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level}")
+    reps = bootstrap_counts(len(v), n_boot, seed).astype(np.float64) @ v / len(v)
+    a = (1 - level) / 2
+    return {"mean": float(v.mean()), "lo": float(np.quantile(reps, a)), "hi": float(np.quantile(reps, 1 - a)), "n": len(v)}
+
+def oracle_position(res: OracleResult, k: int) -> torch.Tensor:
+    "Per sequence (B,): mean position of the oracle's big layers at budget k, minus the centre (L-1)/2."
+    L = res.patterns.shape[1]
+    if not 0 < k <= L: raise ValueError(f"k must be in [1, {L}], got {k}")
+    pats = res.patterns[res.best(k)[1]]                             # (B, T-1, L)
+    pos = ((pats == ROUTE_BIG).float() * torch.arange(L)).sum(-1) / k
+    return (pos - (L - 1) / 2).mean(-1)
 
 # %% ../nbs/08b_duo.ipynb #5c90ce57
 def arith_corpus(n: int, seed: int = 0, min_terms=2, max_terms=3, min_digits=1, max_digits=2):

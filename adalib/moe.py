@@ -16,11 +16,11 @@ from tqdm.auto import tqdm
 from transformers.models.llama.modeling_llama import LlamaMLP
 
 # %% auto #0
-__all__ = ['check_widths', 'ffn_flops', 'router_flops', 'ThresholdRouter', 'token_losses', 'NestedFFN', 'collect_ffn_inputs',
-           'neuron_importance', 'importance_perm', 'nested_from_dense', 'nested_layers', 'expert_errors', 'labels_at',
-           'fit_routers', 'set_policy', 'tracking', 'flop_fraction', 'expert_shares', 'perplexity', 'answer_accuracy',
-           'time_forward', 'calibrate_theta', 'calibrate_layer_thetas', 'package_docs', 'teacher_forced_items',
-           'text_windows', 'chain_sum_items', 'pad_items', 'evaluate_policy']
+__all__ = ['check_widths', 'ffn_flops', 'router_flops', 'ThresholdRouter', 'LabelRouter', 'token_losses', 'NestedFFN',
+           'collect_ffn_inputs', 'neuron_importance', 'importance_perm', 'nested_from_dense', 'nested_layers',
+           'expert_errors', 'labels_at', 'fit_routers', 'set_policy', 'tracking', 'flop_fraction', 'expert_shares',
+           'perplexity', 'answer_accuracy', 'time_forward', 'calibrate_theta', 'calibrate_layer_thetas', 'package_docs',
+           'teacher_forced_items', 'text_windows', 'chain_sum_items', 'pad_items', 'evaluate_policy']
 
 # %% ../nbs/08a_moe.ipynb #bcabcae1
 def _check_prob(name, v):
@@ -82,6 +82,39 @@ class ThresholdRouter(nn.Module):
         ok = self.predict(x) <= math.log(theta)
         ok = torch.cat([ok, torch.ones_like(ok[..., :1])], -1)
         return ok.float().argmax(-1)
+
+# %% ../nbs/08a_moe.ipynb #62383cbb
+class LabelRouter:
+    "Classifier router for one θ over [ridge log-error predictions, log‖x‖, top `n_pcs` PCs of x]."
+    def __init__(self, base: ThresholdRouter, n_pcs: int = 32, C: float = 1.0, class_weight=None):
+        from sklearn.linear_model import LogisticRegression   # optional heavy dependency, only for this router
+        self.base, self.n_pcs, self.n_experts = base, n_pcs, base.n_experts
+        self.clf = LogisticRegression(C=C, class_weight=class_weight, max_iter=500)
+        self.n_out = base.n_experts - 1 + n_pcs                 # linear outputs before the classifier (FLOPs)
+
+    def features(self, x: torch.Tensor) -> np.ndarray:
+        x = x.reshape(-1, x.shape[-1]).float()
+        z = (x - self.mu) @ self.pcs
+        f = torch.cat([self.base.predict(x), x.norm(dim=-1, keepdim=True).clamp_min(1e-6).log(), z], -1).double().numpy()
+        return (f - self.f_mu) / self.f_sd
+
+    def fit(self, x: torch.Tensor, labels: torch.Tensor):
+        "Fit on calibration inputs `x` (N, d) and their labels (N,) at this router's θ."
+        if len(x) != len(labels): raise ValueError(f"x and labels must have the same length, got {len(x)} and {len(labels)}")
+        x = x.float(); self.mu = x.mean(0)
+        self.pcs = torch.linalg.svd(x - self.mu, full_matrices=False).Vh[: self.n_pcs].T
+        self.f_mu, self.f_sd = 0.0, 1.0
+        f = self.features(x); self.f_mu, self.f_sd = f.mean(0), f.std(0) + 1e-9
+        y = labels.numpy()
+        self.const = int(y[0]) if len(np.unique(y)) == 1 else None   # one class: nothing to learn
+        if self.const is None: self.clf.fit(self.features(x), y)
+        return self
+
+    def route(self, x: torch.Tensor, theta=None) -> torch.Tensor:
+        "Expert index per token (θ was fixed at fit time; the argument is accepted for the policy interface)."
+        shp = x.shape[:-1]
+        if self.const is not None: return torch.full(shp, self.const, dtype=torch.long)
+        return torch.as_tensor(self.clf.predict(self.features(x)), dtype=torch.long).view(shp)
 
 # %% ../nbs/08a_moe.ipynb #71a370df
 @torch.no_grad()
@@ -331,7 +364,7 @@ def flop_fraction(model) -> float:
         d = m.gate.shape[1]
         if m.n_tokens == 0: raise ValueError("no tracked tokens: run the model inside `with tracking(model):` first")
         num += ffn_flops(d, m.width_sum / m.n_tokens)
-        if m.policy is not None and m.policy[0] == "router": num += router_flops(d, len(m.widths) - 1)
+        if m.policy is not None and m.policy[0] == "router": num += router_flops(d, getattr(m.policy[1], "n_out", len(m.widths) - 1))
         den += ffn_flops(d, m.d_ff)
     return num / den
 
@@ -458,12 +491,12 @@ def pad_items(prompts_ids, answers_ids, pad_id: int) -> tuple[torch.Tensor, torc
 
 # %% ../nbs/08a_moe.ipynb #68787069
 def evaluate_policy(model, policy, windows: torch.Tensor, prompts_ids, answers_ids, pad_id: int) -> dict:
-    """Perplexity on `windows` (tracked), `ffn_flop_fraction`, `shares` (router policies, else None) and
-    `task_accuracy` (mean of `answer_accuracy`) of `model` under `policy`."""
+    """Perplexity on `windows` (tracked), `ffn_flop_fraction`, `shares` (router policies, else None),
+    `task_accuracy` (mean of `answer_accuracy`) and `task_correct` (its per-problem bools) under `policy`."""
     set_policy(model, policy)
     with tracking(model):
         ppl = perplexity(model, windows)
     frac = flop_fraction(model)
     shares = expert_shares(model) if isinstance(policy, list) and policy[0] is not None and policy[0][0] == "router" else None
     accs = answer_accuracy(model, prompts_ids, answers_ids, pad_id)
-    return {"perplexity": ppl, "ffn_flop_fraction": frac, "task_accuracy": float(accs.mean()), "shares": shares}
+    return {"perplexity": ppl, "ffn_flop_fraction": frac, "task_accuracy": float(accs.mean()), "shares": shares, "task_correct": accs}
