@@ -19,8 +19,8 @@ from transformers.models.llama.modeling_llama import LlamaMLP
 __all__ = ['check_widths', 'ffn_flops', 'router_flops', 'ThresholdRouter', 'LabelRouter', 'token_losses', 'NestedFFN',
            'collect_ffn_inputs', 'neuron_importance', 'importance_perm', 'nested_from_dense', 'nested_layers',
            'expert_errors', 'labels_at', 'fit_routers', 'set_policy', 'tracking', 'flop_fraction', 'expert_shares',
-           'perplexity', 'answer_accuracy', 'time_forward', 'calibrate_theta', 'calibrate_layer_thetas', 'package_docs',
-           'teacher_forced_items', 'text_windows', 'chain_sum_items', 'pad_items', 'evaluate_policy']
+           'window_nll', 'perplexity', 'answer_accuracy', 'time_forward', 'calibrate_theta', 'calibrate_layer_thetas',
+           'package_docs', 'teacher_forced_items', 'text_windows', 'chain_sum_items', 'pad_items', 'evaluate_policy']
 
 # %% ../nbs/08a_moe.ipynb #bcabcae1
 def _check_prob(name, v):
@@ -378,12 +378,14 @@ def expert_shares(model, which="last") -> np.ndarray:
     return np.array(rows)
 
 @torch.no_grad()
+def window_nll(model, windows: torch.Tensor, batch_size=8) -> np.ndarray:
+    "Mean next-token NLL (nats) of each full window (N, T) with no padding: (N,) float64, for CIs over windows."
+    return torch.cat([token_losses(model, windows[s:s + batch_size]).double().mean(1)
+                      for s in range(0, len(windows), batch_size)]).numpy()
+
 def perplexity(model, windows: torch.Tensor, batch_size=8) -> float:
-    "exp(mean next-token NLL) over full windows (N, T) with no padding."
-    tot, n = 0.0, 0
-    for s in range(0, len(windows), batch_size):
-        l = token_losses(model, windows[s:s + batch_size]); tot += float(l.double().sum()); n += l.numel()
-    return math.exp(tot / n)
+    "exp(mean next-token NLL) over full windows (N, T) with no padding (windows have equal length)."
+    return math.exp(float(window_nll(model, windows, batch_size).mean()))
 
 @torch.no_grad()
 def answer_accuracy(model, prompts_ids: list[list[int]], answers_ids: list[list[int]], pad_id: int, batch_size=16) -> np.ndarray:
@@ -491,12 +493,14 @@ def pad_items(prompts_ids, answers_ids, pad_id: int) -> tuple[torch.Tensor, torc
 
 # %% ../nbs/08a_moe.ipynb #68787069
 def evaluate_policy(model, policy, windows: torch.Tensor, prompts_ids, answers_ids, pad_id: int) -> dict:
-    """Perplexity on `windows` (tracked), `ffn_flop_fraction`, `shares` (router policies, else None),
-    `task_accuracy` (mean of `answer_accuracy`) and `task_correct` (its per-problem bools) under `policy`."""
+    """Perplexity on `windows` (tracked) and `window_nll` (per-window mean NLL, for paired CIs), `ffn_flop_fraction`,
+    `shares` (router policies, else None), `task_accuracy` (mean of `answer_accuracy`) and `task_correct` (its
+    per-problem bools) under `policy`."""
     set_policy(model, policy)
     with tracking(model):
-        ppl = perplexity(model, windows)
+        nll = window_nll(model, windows)
     frac = flop_fraction(model)
     shares = expert_shares(model) if isinstance(policy, list) and policy[0] is not None and policy[0][0] == "router" else None
     accs = answer_accuracy(model, prompts_ids, answers_ids, pad_id)
-    return {"perplexity": ppl, "ffn_flop_fraction": frac, "task_accuracy": float(accs.mean()), "shares": shares, "task_correct": accs}
+    return {"perplexity": math.exp(float(nll.mean())), "ffn_flop_fraction": frac, "task_accuracy": float(accs.mean()),
+            "shares": shares, "task_correct": accs, "window_nll": nll}
