@@ -923,5 +923,6 @@ d = { 'settings': { 'branch': 'main',
             'adalib.zoo': { 'adalib.zoo.check_config': ('zoo.html#check_config', 'adalib/zoo.py'),
                             'adalib.zoo.held_out_problems': ('zoo.html#held_out_problems', 'adalib/zoo.py'),
                             'adalib.zoo.problems_fingerprint': ('zoo.html#problems_fingerprint', 'adalib/zoo.py'),
+                            'adalib.zoo.read_history': ('zoo.html#read_history', 'adalib/zoo.py'),
                             'adalib.zoo.saved_record': ('zoo.html#saved_record', 'adalib/zoo.py'),
                             'adalib.zoo.train_or_reuse': ('zoo.html#train_or_reuse', 'adalib/zoo.py')}}}

@@ -25,7 +25,7 @@ def flop_spec(lm) -> dict:
     if not hasattr(model, "get_input_embeddings"): raise TypeError(f"expected an adalib LM or a transformers model, got {type(lm).__name__}")
     emb = model.get_input_embeddings().weight
     head = model.get_output_embeddings().weight
-    unique = {id(p): p.numel() for p in model.parameters()}
+    unique = {id(p): p.numel() for p in model.parameters() if p.ndim >= 2}   # weight matrices; norm scales are not matmuls
     mm = sum(unique.values()) - emb.numel() + (head.numel() if head is emb else 0)
     cfg = model.config
     return {"matmul_params": int(mm), "layers": int(cfg.num_hidden_layers), "hidden": int(cfg.hidden_size)}

@@ -13,7 +13,8 @@ from .tasks import make_grid
 from .tasks import make_grid
 
 # %% auto #0
-__all__ = ['HISTORY', 'VALIDATION', 'check_config', 'problems_fingerprint', 'saved_record', 'train_or_reuse', 'held_out_problems']
+__all__ = ['HISTORY', 'VALIDATION', 'check_config', 'problems_fingerprint', 'saved_record', 'read_history', 'train_or_reuse',
+           'held_out_problems']
 
 # %% ../nbs/01c_zoo.ipynb #700a5581
 HISTORY, VALIDATION = "training_history.csv", "validation.json"
@@ -47,18 +48,26 @@ def saved_record(folder) -> dict | None:
     if "train_config" not in info: return None
     return {"train_config": info["train_config"], "data_sha256": info.get("data_sha256")}
 
-def train_or_reuse(name, folder, config, problems, val_problems=None, reuse=True, progress=True,
+def read_history(folder) -> pd.DataFrame:
+    "The training history a `train_or_reuse` checkpoint saved, with its validation records in `.attrs`."
+    folder = Path(folder)
+    if not (folder / HISTORY).exists(): raise FileNotFoundError(f"no {HISTORY} in {folder}: not a checkpoint saved by zoo.train_or_reuse")
+    hist = pd.read_csv(folder / HISTORY)
+    hist.attrs.update(json.loads((folder / VALIDATION).read_text()))
+    return hist
+
+def train_or_reuse(name, folder, config, problems, val_problems=None, reuse=True, progress=True, allow_train=True,
                    **meta) -> tuple[LM, pd.DataFrame, bool]:
     """Load the checkpoint in `folder` if it recorded the same config and problems (and `reuse`), else
-    train it with `training.train_tiny_reasoner` and save it there with its history; `meta` is written
-    to `adalib_lm.json` too. Returns `(lm, history, reused)`."""
+    train it with `training.train_tiny_reasoner` and save it there with its history (`allow_train=False`
+    raises FileNotFoundError instead); `meta` is written to `adalib_lm.json` too. Returns `(lm, history, reused)`."""
     cfg, folder = check_config(config), Path(folder)
     sha = problems_fingerprint(list(problems) + list(val_problems or []))
     if reuse and saved_record(folder) == {"train_config": cfg, "data_sha256": sha}:
-        lm = load_model(folder, name=name)
-        hist = pd.read_csv(folder / HISTORY)
-        hist.attrs.update(json.loads((folder / VALIDATION).read_text()))
-        return lm, hist, True
+        return load_model(folder, name=name), read_history(folder), True
+    if not allow_train:
+        raise FileNotFoundError(f"{folder} holds no checkpoint of {name} for this config and these problems "
+                                "(allow_train=False); run the full profile to train it")
     kw = {k: cfg[k] for k in _SETTINGS if k in cfg}
     lm, hist = train_tiny_reasoner(cfg["dims"], problems, cfg["steps"], val_problems=val_problems, progress=progress,
                                    desc=f"train {name}", **kw)

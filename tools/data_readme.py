@@ -22,6 +22,11 @@ def models_md() -> str:
     for d in sorted(p for p in (DATA / "models").iterdir() if p.is_dir()):
         m = json.loads((d / "adalib_lm.json").read_text())
         out.append(f"### {d.name}\n")
+        if "train_config" in m:   # trained through adalib.zoo (s09): the whole config is recorded
+            m = {**m, **m["train_config"], "train_per_level": m.get("train_per_level", "(s01's)"), "train_seed": "(s01's)",
+                 "val_per_level": m.get("val_per_level", "(s01's)"), "val_seed": "(s01's)"}
+            out.append(f"Trained by `{m.get('study')}` through `adalib.zoo.train_or_reuse` on s01's training and validation problems "
+                       f"(fingerprint `{m.get('data_sha256')}`); Llama dims {json.dumps(m['dims'], sort_keys=True)}.\n")
         out.append(f"{m['n_params']:,} parameters; seed {m.get('seed')}; steps {m.get('steps')}, batch size {m.get('batch_size')}, "
                    f"lr {m.get('lr')} (AdamW, warm-up then cosine), train_per_level {m.get('train_per_level')} "
                    f"({m.get('n_train')} training problems after the overlap filter, problem seed {m.get('train_seed')}); "
