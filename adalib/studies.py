@@ -17,7 +17,7 @@ from .io import repo_root, find_data, sha256_file  # repo_root and find_data liv
 
 # %% auto #0
 __all__ = ['PROFILES', 'KERNEL', 'studies_dir', 'list_studies', 'study_folder', 'study_purpose', 'load_params', 'ensure_kernel',
-           'StudyFailed', 'provenance', 'study_sources', 'stale_studies', 'artifact_hashes', 'run_study',
+           'StudyFailed', 'provenance', 'study_sources', 'stale_studies', 'artifact_hashes', 'thread_env', 'run_study',
            'write_manifest', 'run_studies', 'main']
 
 # %% ../nbs/11_studies.ipynb #9e433910
@@ -167,6 +167,24 @@ def artifact_hashes(study_out: Path) -> dict:
     return {str(p.relative_to(study_out.parent)): sha256_file(p)
             for p in sorted(study_out.rglob("*")) if p.is_file()}
 
+# %% ../nbs/11_studies.ipynb #d3b3c564
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+class thread_env:
+    "Context manager: set the BLAS/OpenMP thread variables to `threads` (None: leave them) where the caller has not."
+    def __init__(self, threads):
+        if threads is not None and (not isinstance(threads, (int, float)) or int(threads) != threads or threads < 1):
+            raise ValueError(f"threads must be a positive int, got {threads!r}")
+        self.threads, self.set = threads, []
+    def __enter__(self):
+        if self.threads is not None:
+            for v in _THREAD_VARS:
+                if v not in os.environ: os.environ[v] = str(int(self.threads)); self.set.append(v)
+        return self
+    def __exit__(self, *exc):
+        for v in self.set: os.environ.pop(v, None)
+        self.set = []
+
 # %% ../nbs/11_studies.ipynb #83a66d99
 def run_study(name, profile="smoke", out="outputs", root=None, kernel=KERNEL, extra_params=None, log_output=False) -> dict:
     """Execute one study with papermill under `profile`, writing into `out/<folder>/` (`study_folder`) and
@@ -185,9 +203,10 @@ def run_study(name, profile="smoke", out="outputs", root=None, kernel=KERNEL, ex
     prov = provenance(root, study_sources(name, root))  # taken BEFORE the run: the code that actually ran
     t0 = time.perf_counter()
     try:
-        pm.execute_notebook(str(studies_dir(root) / f"{name}.ipynb"), str(executed), parameters=params,
-                            kernel_name=ensure_kernel(kernel), language="python", cwd=str(root), progress_bar=False,
-                            log_output=log_output)
+        with thread_env(params.get("threads")):   # the kernel inherits the environment
+            pm.execute_notebook(str(studies_dir(root) / f"{name}.ipynb"), str(executed), parameters=params,
+                                kernel_name=ensure_kernel(kernel), language="python", cwd=str(root), progress_bar=False,
+                                log_output=log_output)
     except pm.PapermillExecutionError as e:
         raise StudyFailed(name, e.cell_index, e.ename, e.evalue, e.source, executed) from None
     dur = time.perf_counter() - t0
