@@ -12,11 +12,11 @@ import pandas as pd
 from .tasks import Problem
 
 # %% auto #0
-__all__ = ['OPS', 'MAX_VALUE', 'THINK', 'END_THINK', 'ANSWER', 'WORD_SPECIALS', 'WORDS', 'LEVELS', 'Countdown', 'children',
-           'search_events', 'Solution', 'solve', 'brute_force_values', 'fmt_steps', 'replay_lines', 'trace_lines',
-           'gold_answer', 'example_text', 'as_problem', 'parse_steps', 'parse_line', 'forced_answer', 'check_answer',
-           'to_expression', 'reachable_counts', 'make_problems', 'word_tokenizer', 'count_tokens', 'make_grid',
-           'search_stats', 'stats_table']
+__all__ = ['OPS', 'MAX_VALUE', 'THINK', 'END_THINK', 'ANSWER', 'TRACE_FORMAT', 'WORD_SPECIALS', 'WORDS', 'LEVELS', 'Countdown',
+           'children', 'search_events', 'Solution', 'solve', 'brute_force_values', 'fmt_steps', 'replay_lines',
+           'trace_lines', 'gold_answer', 'example_text', 'as_problem', 'parse_steps', 'parse_line', 'forced_answer',
+           'check_answer', 'to_expression', 'reachable_counts', 'make_problems', 'word_tokenizer', 'count_tokens',
+           'make_grid', 'search_stats', 'stats_table']
 
 # %% ../nbs/02b_search.ipynb #de2f13bb
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
@@ -151,6 +151,7 @@ def gold_answer(p: Countdown) -> str:
 
 # %% ../nbs/02b_search.ipynb #ef19b7ee
 THINK, END_THINK, ANSWER = "<think>", "</think>", "A:"
+TRACE_FORMAT = 1   # version of the trace layout; bump it when trace_lines/example_text change (saved models record it)
 
 def example_text(p: Countdown) -> tuple:
     "(prompt, completion) of the full trace of `p`, in TinyReasoner's layout; the completion ends with `\\n` (no EOS)."
