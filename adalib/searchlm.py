@@ -106,7 +106,7 @@ def probe_runs(lm, problems, budget=512, probe_every=16, batch_size=64, progress
     traces = pd.DataFrame(rows)
     return traces, pd.concat(cks, ignore_index=True).merge(traces[["trace_id", "difficulty"]], on="trace_id")
 
-# %% ../nbs/02c_searchlm.ipynb #95a72e5f
+# %% ../nbs/02c_searchlm.ipynb #cdbf7bf4
 def wilson(k, n, z=1.96) -> tuple:
     "Wilson score interval (lo, hi) of `k` successes in `n` trials (arrays allowed); NaN where n = 0."
     k, n = np.asarray(k, float), np.asarray(n, float)
@@ -124,7 +124,7 @@ def correct_at(ckpts, budgets) -> pd.DataFrame:
     for b in budgets:
         last = ck[ck.tokens <= b].groupby("trace_id").tail(1).set_index("trace_id").correct
         out.append(pd.DataFrame({"trace_id": ck.trace_id.unique(), "budget": b}).assign(
-            correct=lambda d: d.trace_id.map(last).fillna(False).astype(bool)))
+            correct=lambda d: [bool(last.get(t, False)) for t in d.trace_id]))
     return pd.concat(out, ignore_index=True)
 
 def accuracy_vs_budget(traces, ckpts, budgets, by="difficulty") -> pd.DataFrame:
@@ -182,7 +182,7 @@ def phenomenon(traces, ckpts, budget, early=0.7) -> pd.DataFrame:
     out["holds"] = np.where(out.threshold.isna(), None, out.value >= out.threshold)
     return out
 
-# %% ../nbs/02c_searchlm.ipynb #a17dc9c4
+# %% ../nbs/02c_searchlm.ipynb #7a730c08
 class _Sampler:
     "Length-grouped batches of `(ids, n_no_loss)`; before step `until` only from examples of <= 3 numbers."
     def __init__(self, examples, batch_size, seed, until=0):
@@ -207,11 +207,11 @@ class _Select:
         for which, m in cands:
             acc = val_accuracy(LM(m, self.tok, "val", "tiny", **_FORMAT["tiny"]), self.val, self.budget)
             self.rows.append(acc.assign(step=step, weights=which))
-            score = float(acc.accuracy.mean())
+            score = (float(acc.accuracy.mean()), float(acc.accuracy.min()))
             if self.best is None or score >= self.best[0]:
                 self.best = (score, step, which, {k: v.detach().clone() for k, v in m.state_dict().items()})
 
-# %% ../nbs/02c_searchlm.ipynb #989feba1
+# %% ../nbs/02c_searchlm.ipynb #d06276d1
 def train_search_lm(size, train, val, steps, seed=0, batch_size=16, lr=3e-3, max_think=512, forced_share=0.3,
                     curriculum=0.0, ema_decay=0.999, eval_every=200, eval_from=0, val_budget=512, warmup=None,
                     weight_decay=0.01, threads=None, progress=True) -> tuple:
@@ -241,11 +241,11 @@ def train_search_lm(size, train, val, steps, seed=0, batch_size=16, lr=3e-3, max
     val_df = pd.concat(select.rows, ignore_index=True)
     val_df["selected"] = (val_df.step == best_step) & (val_df.weights == which)
     hist.attrs.update(validation=val_df.to_dict("records"), minutes=(time.time() - t0) / 60, threads=torch.get_num_threads(),
-                      selected={"step": int(best_step), "weights": which, "val_mean": score})
+                      selected={"step": int(best_step), "weights": which, "mean": score[0], "worst_cell": score[1]})
     torch.set_num_threads(old)
     return lm, hist
 
-# %% ../nbs/02c_searchlm.ipynb #f1e8c304
+# %% ../nbs/02c_searchlm.ipynb #c1b9df4e
 FIT_KEYS = ("size", "steps", "batch_size", "lr", "max_think", "forced_share", "curriculum", "ema_decay", "eval_every",
             "eval_from", "val_budget", "seed", "n_train", "n_val", "n_test", "threads")
 
@@ -267,6 +267,9 @@ def fit_or_load(folder, params, progress=True) -> tuple:
     lm, hist = train_search_lm(params["size"], sp["train"], sp["val"], params["steps"], progress=progress, **kw)
     lm.name = folder.name
     save_lm(lm, folder, train_params=params, trace_format=search.TRACE_FORMAT, n_train=len(sp["train"]),
+            train_per_level=params["n_train"], val_per_level=params["n_val"], train_seed=params["seed"],
+            val_seed=20_000 + params["seed"], final_loss=float(hist.loss.tail(50).mean()),
+            **{k: params[k] for k in ("seed", "steps", "batch_size", "lr", "ema_decay", "eval_every")},
             **{k: hist.attrs[k] for k in ("validation", "selected", "minutes", "threads")})
     hist.to_csv(folder / "history.csv", index=False)
     return lm, hist, False
