@@ -132,16 +132,18 @@ def replay_lines(p: Countdown, steps) -> list:
         out.append(f"verify {a} {op} {b} = {c} {tail}")
     return out
 
-def trace_lines(p: Countdown) -> list:
-    "The thinking lines of `p` (search, then the replay if a solution was found)."
-    lines, hit = [], None
+def trace_lines(p: Countdown, max_tokens=None) -> list:
+    "The thinking lines of `p` (search, then the replay if a solution was found); with `max_tokens`, only the lines up to the first past that many tokens."
+    lines, hit, n = [], None, 0
     for ev in search_events(p):
-        if ev[0] == "back": lines[-1] += " back"
+        if max_tokens is not None and n > max_tokens: return lines   # a prefix: the search goes on past the cut
+        if ev[0] == "back": lines[-1] += " back"; n += 1
         elif ev[0] == "node": lines.append(f"{fmt_steps(ev[1])} ; {_state(ev[2])}")
         else:
             a, op, b, c = ev[1][-1]
             lines.append(f"{a} {op} {b} = {c} | {p.target} {ev[2]}")
             if ev[2] == "==": hit = ev[1]
+        if ev[0] != "back": n += len(lines[-1].split()) + 1   # its words and the newline before it
     return lines + (replay_lines(p, hit) if hit else [])
 
 def gold_answer(p: Countdown) -> str:
