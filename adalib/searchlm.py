@@ -24,10 +24,10 @@ __all__ = ['SEARCH_SIZES', 'FIT_KEYS', 'new_search_lm', 'split_problems', 'as_co
            'accuracy_vs_budget', 'effort_by_level', 'goal_test', 'phenomenon', 'val_accuracy', 'train_search_lm',
            'fit_or_load']
 
-# %% ../nbs/02c_searchlm.ipynb #e3d401bb
+# %% ../nbs/02c_searchlm.ipynb #feeeafa8
 SEARCH_SIZES = {"search-toy": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2),
                 "search-small": dict(hidden_size=128, intermediate_size=384, num_hidden_layers=4, num_attention_heads=4),
-                "search-reasoner": dict(hidden_size=192, intermediate_size=512, num_hidden_layers=6, num_attention_heads=6)}
+                "search-reasoner": dict(hidden_size=192, intermediate_size=512, num_hidden_layers=4, num_attention_heads=6)}
 
 def new_search_lm(size="search-reasoner", seed=0, max_positions=640) -> LM:
     "A freshly initialised (seeded) word-level Llama of size `size` (a `SEARCH_SIZES` key) as a `tiny` `LM`."
@@ -118,14 +118,14 @@ def probe_runs(lm, problems, budget=512, probe_every=16, batch_size=64, progress
     traces = pd.DataFrame(rows)
     return traces, pd.concat(cks, ignore_index=True).merge(traces[["trace_id", "difficulty"]], on="trace_id")
 
-# %% ../nbs/02c_searchlm.ipynb #cdbf7bf4
+# %% ../nbs/02c_searchlm.ipynb #fa23ca8e
 def wilson(k, n, z=1.96) -> tuple:
     "Wilson score interval (lo, hi) of `k` successes in `n` trials (arrays allowed); NaN where n = 0."
     k, n = np.asarray(k, float), np.asarray(n, float)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = k / n; d = 1 + z ** 2 / n
         c = (p + z ** 2 / (2 * n)) / d; h = z * np.sqrt(p * (1 - p) / n + z ** 2 / (4 * n ** 2)) / d
-    return c - h, c + h
+    return np.clip(c - h, 0, 1), np.clip(c + h, 0, 1)
 
 def correct_at(ckpts, budgets) -> pd.DataFrame:
     "One row per (trace, budget): `correct` of the last checkpoint at or before the budget (False if none)."
