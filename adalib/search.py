@@ -12,11 +12,11 @@ import pandas as pd
 from .tasks import Problem
 
 # %% auto #0
-__all__ = ['OPS', 'MAX_VALUE', 'THINK', 'END_THINK', 'ANSWER', 'WORD_SPECIALS', 'WORDS', 'LEVELS', 'Countdown', 'children',
-           'search_events', 'Solution', 'solve', 'brute_force_values', 'fmt_steps', 'replay_lines', 'trace_lines',
-           'gold_answer', 'example_text', 'as_problem', 'parse_steps', 'parse_line', 'forced_answer', 'check_answer',
-           'to_expression', 'reachable_counts', 'make_problems', 'word_tokenizer', 'count_tokens', 'make_grid',
-           'search_stats', 'stats_table']
+__all__ = ['OPS', 'MAX_VALUE', 'THINK', 'END_THINK', 'ANSWER', 'TRACE_FORMAT', 'WORD_SPECIALS', 'WORDS', 'LEVELS', 'Countdown',
+           'children', 'search_events', 'Solution', 'solve', 'brute_force_values', 'fmt_steps', 'replay_lines',
+           'trace_lines', 'gold_answer', 'example_text', 'as_problem', 'parse_steps', 'parse_line', 'forced_answer',
+           'check_answer', 'to_expression', 'reachable_counts', 'make_problems', 'word_tokenizer', 'count_tokens',
+           'make_grid', 'search_stats', 'stats_table']
 
 # %% ../nbs/02b_search.ipynb #de2f13bb
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
@@ -132,16 +132,18 @@ def replay_lines(p: Countdown, steps) -> list:
         out.append(f"verify {a} {op} {b} = {c} {tail}")
     return out
 
-def trace_lines(p: Countdown) -> list:
-    "The thinking lines of `p` (search, then the replay if a solution was found)."
-    lines, hit = [], None
+def trace_lines(p: Countdown, max_tokens=None) -> list:
+    "The thinking lines of `p` (search, then the replay if a solution was found); with `max_tokens`, only the lines up to the first past that many tokens."
+    lines, hit, n = [], None, 0
     for ev in search_events(p):
-        if ev[0] == "back": lines[-1] += " back"
+        if max_tokens is not None and n > max_tokens: return lines   # a prefix: the search goes on past the cut
+        if ev[0] == "back": lines[-1] += " back"; n += 1
         elif ev[0] == "node": lines.append(f"{fmt_steps(ev[1])} ; {_state(ev[2])}")
         else:
             a, op, b, c = ev[1][-1]
             lines.append(f"{a} {op} {b} = {c} | {p.target} {ev[2]}")
             if ev[2] == "==": hit = ev[1]
+        if ev[0] != "back": n += len(lines[-1].split()) + 1   # its words and the newline before it
     return lines + (replay_lines(p, hit) if hit else [])
 
 def gold_answer(p: Countdown) -> str:
@@ -151,6 +153,7 @@ def gold_answer(p: Countdown) -> str:
 
 # %% ../nbs/02b_search.ipynb #ef19b7ee
 THINK, END_THINK, ANSWER = "<think>", "</think>", "A:"
+TRACE_FORMAT = 1   # version of the trace layout; bump it when trace_lines/example_text change (saved models record it)
 
 def example_text(p: Countdown) -> tuple:
     "(prompt, completion) of the full trace of `p`, in TinyReasoner's layout; the completion ends with `\\n` (no EOS)."
