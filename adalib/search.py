@@ -4,7 +4,7 @@
 
 # %% ../nbs/02b_search.ipynb #0c2c5243
 from __future__ import annotations
-import re
+import re, zlib
 from collections import Counter
 from dataclasses import dataclass
 import numpy as np
@@ -12,11 +12,12 @@ import pandas as pd
 from .tasks import Problem
 
 # %% auto #0
-__all__ = ['OPS', 'MAX_VALUE', 'THINK', 'END_THINK', 'ANSWER', 'TRACE_FORMAT', 'WORD_SPECIALS', 'WORDS', 'LEVELS', 'Countdown',
-           'children', 'search_events', 'Solution', 'solve', 'brute_force_values', 'fmt_steps', 'replay_lines',
-           'trace_lines', 'gold_answer', 'example_text', 'as_problem', 'parse_steps', 'parse_line', 'forced_answer',
-           'check_answer', 'to_expression', 'reachable_counts', 'make_problems', 'word_tokenizer', 'count_tokens',
-           'make_grid', 'search_stats', 'stats_table']
+__all__ = ['OPS', 'MAX_VALUE', 'THINK', 'END_THINK', 'ANSWER', 'TRACE_FORMAT', 'SPLITS', 'WORD_SPECIALS', 'WORDS', 'LEVELS',
+           'COUNTDOWN', 'Countdown', 'children', 'search_events', 'Solution', 'solve', 'brute_force_values',
+           'fmt_steps', 'replay_lines', 'trace_lines', 'gold_answer', 'example_text', 'as_problem', 'parse_steps',
+           'parse_line', 'forced_answer', 'check_answer', 'to_expression', 'reachable_counts', 'key_split',
+           'make_problems', 'word_tokenizer', 'count_tokens', 'make_grid', 'search_stats', 'stats_table',
+           'CountdownFamily']
 
 # %% ../nbs/02b_search.ipynb #de2f13bb
 OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
@@ -257,9 +258,17 @@ def _draw_target(counts, rng, target_range, rarity, unsolvable):
     w = np.array([counts[t] for t in cands], float) ** (1.0 - rarity)
     return int(rng.choice(cands, p=w / w.sum()))
 
+SPLITS = ("train", "val", "test")
+
+def key_split(key) -> str:
+    "The split a problem key belongs to, fixed for ever: crc32(key) % 10 is 0 for `test`, 1 for `val`, else `train`."
+    b = zlib.crc32(str(key).encode()) % 10
+    return "test" if b == 0 else "val" if b == 1 else "train"
+
 def make_problems(n, n_inputs=3, value_range=(1, 10), target_range=(10, 100), rarity=0.0, p_unsolvable=0.0,
-                  ops="+-*", rng=None, difficulty=0, exclude=()) -> list:
-    "`n` distinct Countdown problems (see above); `rng` a numpy Generator; `exclude` problem keys to skip."
+                  ops="+-*", rng=None, difficulty=0, exclude=(), split=None) -> list:
+    "`n` distinct Countdown problems (see above); `rng` a numpy Generator; `exclude` problem keys to skip; `split` keeps only keys of that `key_split`."
+    if split is not None and split not in SPLITS: raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
     if not isinstance(n, (int, np.integer)) or n < 0: raise ValueError(f"n must be a non-negative int, got {n!r}")
     if not isinstance(n_inputs, (int, np.integer)) or not 2 <= n_inputs <= 5:
         raise ValueError(f"n_inputs must be an int in 2..5 (the search grows ~18x per input), got {n_inputs!r}")
@@ -274,6 +283,7 @@ def make_problems(n, n_inputs=3, value_range=(1, 10), target_range=(10, 100), ra
         t = _draw_target(reachable_counts(nums, ops), rng, trange, rarity, rng.random() < p_unsolvable)
         if t is None: continue
         p = Countdown(nums, t, ops, difficulty)
+        if split is not None and key_split(p.key) != split: continue
         if p.key not in seen: seen.add(p.key); out.append(p)
     raise ValueError(f"could only draw {len(out)} of {n} distinct problems: widen value_range/target_range or lower n")
 
@@ -301,17 +311,17 @@ def count_tokens(text) -> int:
     return len(text.split()) + text.count("\n")
 
 # %% ../nbs/02b_search.ipynb #a9b285ae
-LEVELS = {1: dict(n_inputs=3, value_range=(1, 20), target_range=(10, 200), rarity=0.5, p_unsolvable=0.3),
-          2: dict(n_inputs=3, value_range=(1, 30), target_range=(10, 300), rarity=1.0, p_unsolvable=0.5),
-          3: dict(n_inputs=4, value_range=(1, 20), target_range=(10, 200), rarity=0.0, p_unsolvable=0.2),
-          4: dict(n_inputs=4, value_range=(1, 30), target_range=(10, 300), rarity=1.0, p_unsolvable=0.5)}
+LEVELS = {1: dict(n_inputs=3, value_range=(1, 12), target_range=(10, 150), rarity=0.5, p_unsolvable=0.3),
+          2: dict(n_inputs=3, value_range=(1, 12), target_range=(10, 150), rarity=1.0, p_unsolvable=0.5),
+          3: dict(n_inputs=4, value_range=(1, 12), target_range=(10, 150), rarity=0.0, p_unsolvable=0.2),
+          4: dict(n_inputs=4, value_range=(1, 12), target_range=(10, 200), rarity=1.0, p_unsolvable=0.5)}
 
-def make_grid(n_per_level, seed=0, levels=None, exclude=()) -> list:
-    "`n_per_level` problems at each level of `levels` (default `LEVELS`), one seeded Generator per level."
+def make_grid(n_per_level, seed=0, levels=None, exclude=(), split=None) -> list:
+    "`n_per_level` problems at each level of `levels` (default `LEVELS`), one seeded Generator per level; `split` as in `make_problems`."
     levels = LEVELS if levels is None else levels
     out, seen = [], set(exclude)
     for d, kw in sorted(levels.items()):
-        ps = make_problems(n_per_level, rng=np.random.default_rng([int(seed), int(d)]), difficulty=d, exclude=seen, **kw)
+        ps = make_problems(n_per_level, rng=np.random.default_rng([int(seed), int(d)]), difficulty=d, exclude=seen, split=split, **kw)
         seen |= {p.key for p in ps}; out += ps
     return out
 
@@ -333,3 +343,31 @@ def stats_table(stats: pd.DataFrame, col="nodes", by=("difficulty", "solvable"))
     out.columns = [f"p{int(round(q * 100))}" for q in out.columns]
     out.insert(0, "n", g.size()); out["max"] = g.max(); out["p90/p50"] = out.p90 / out.p50
     return out.reset_index()
+
+# %% ../nbs/02b_search.ipynb #3f0b7d55
+from .tasks import TaskFamily, extract_answer
+
+class CountdownFamily(TaskFamily):
+    "Countdown problems (held-out split) at the levels of `LEVELS`, scored by `check_answer`."
+    def generate(self, n, difficulty, seed=0) -> list:
+        d = self._check_difficulty(difficulty)
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0: raise ValueError(f"n must be a non-negative int, got {n!r}")
+        ps = make_problems(int(n), rng=np.random.default_rng([int(seed), 7919, d]), difficulty=d, split="test", **self.levels[d])
+        out = []
+        for i, p in enumerate(ps):
+            q = as_problem(p)
+            q.id = f"{self.name}-d{d}-s{seed}-{i}"
+            out.append(q)
+        return out
+
+    def parse_answer(self, text, lenient=True) -> str: return extract_answer(text)
+
+    def score(self, answer, problem) -> bool:
+        if not isinstance(problem, Problem): raise TypeError(f"problem must be a Problem, got {type(problem).__name__}")
+        if problem.family != self.name: raise ValueError(f"problem {problem.id} belongs to family {problem.family!r}, not {self.name!r}")
+        if answer is None: return False
+        md = problem.entry["metadata"]
+        return check_answer(Countdown(tuple(md["numbers"]), md["target"], md["ops"]), answer, md["solvable"])
+
+COUNTDOWN = CountdownFamily("countdown", LEVELS, lambda e: e["question"], lambda e: [], "steps `a op b = c , ...` or none",
+                            answer_kind="steps", trained=tuple(LEVELS), knob="inputs (3, 4) and target rarity", index=3)

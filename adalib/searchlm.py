@@ -39,12 +39,12 @@ def new_search_lm(size="search-reasoner", seed=0, max_positions=640) -> LM:
 
 # %% ../nbs/02c_searchlm.ipynb #713627f1
 def split_problems(n_train, n_val, n_test, seed=0, levels=None) -> dict:
-    "`{'train', 'val', 'test'}` lists of Countdown problems per level of `levels`, disjoint by `key` (test drawn first)."
+    "`{'train', 'val', 'test'}` lists of Countdown problems per level of `levels`, each from its own `search.key_split` bucket."
     for name, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         if not isinstance(n, (int, np.integer)) or n < 0: raise ValueError(f"{name} must be a non-negative int, got {n!r}")
-    test = search.make_grid(n_test, seed=10_000 + seed, levels=levels)
-    val = search.make_grid(n_val, seed=20_000 + seed, levels=levels, exclude={p.key for p in test})
-    train = search.make_grid(n_train, seed=seed, levels=levels, exclude={p.key for p in test + val})
+    test = search.make_grid(n_test, seed=10_000 + seed, levels=levels, split="test")
+    val = search.make_grid(n_val, seed=20_000 + seed, levels=levels, split="val")
+    train = search.make_grid(n_train, seed=seed, levels=levels, split="train")
     return dict(train=train, val=val, test=test)
 
 def as_countdown(problem: Problem) -> search.Countdown:
@@ -266,11 +266,14 @@ def _params(params) -> dict:
     if missing: raise ValueError(f"params lacks {missing}; give every key of FIT_KEYS")
     return json.loads(json.dumps({k: params[k] for k in FIT_KEYS}))
 
+def _levels() -> dict: return json.loads(json.dumps(search.LEVELS))   # as it reads back from the saved meta
+
 def fit_or_load(folder, params, progress=True) -> tuple:
     "`(lm, history, reused)`: the model in `folder` if trained with the same `params` and trace format, else a new one."
     folder, params = Path(folder), _params(params)
     meta = json.loads((folder / LM_META).read_text()) if (folder / LM_META).exists() else {}
-    if meta.get("train_params") == params and meta.get("trace_format") == search.TRACE_FORMAT:
+    if (meta.get("train_params") == params and meta.get("trace_format") == search.TRACE_FORMAT
+            and meta.get("levels") == _levels()):
         hist = pd.read_csv(folder / "history.csv")
         hist.attrs.update({k: meta[k] for k in ("validation", "selected", "minutes", "threads")})
         return load_model(folder), hist, True
@@ -278,7 +281,7 @@ def fit_or_load(folder, params, progress=True) -> tuple:
     kw = {k: params[k] for k in FIT_KEYS if k not in ("size", "steps", "n_train", "n_val", "n_test")}
     lm, hist = train_search_lm(params["size"], sp["train"], sp["val"], params["steps"], progress=progress, **kw)
     lm.name = folder.name
-    save_lm(lm, folder, train_params=params, trace_format=search.TRACE_FORMAT, n_train=len(sp["train"]),
+    save_lm(lm, folder, train_params=params, trace_format=search.TRACE_FORMAT, levels=_levels(), n_train=len(sp["train"]),
             train_per_level=params["n_train"], val_per_level=params["n_val"], train_seed=params["seed"],
             val_seed=20_000 + params["seed"], final_loss=float(hist.loss.tail(50).mean()),
             **{k: params[k] for k in ("seed", "steps", "batch_size", "lr", "ema_decay", "eval_every")},

@@ -14,14 +14,22 @@ from tqdm.auto import tqdm
 from .generate import _check_int, generate_batch
 from .models import load_smollm2, load_tiny_reasoner
 from .tasks import get_family
+from . import search
 from .traces import SOLVABLE_FILE, write_shard
 
 # %% auto #0
-__all__ = ['RUN_FILE', 'OUTCOMES', 'shard_seed', 'shard_name', 'Shard', 'plan_shards', 'run_traces', 'model_loader',
-           'generate_run', 'solvable_source', 'run_problems', 'solvability_run', 'accuracy_vs_budget', 'outcome_labels']
+__all__ = ['RUN_FILE', 'SOLVER_SOURCE', 'OUTCOMES', 'family', 'shard_seed', 'shard_name', 'Shard', 'plan_shards', 'run_traces',
+           'model_loader', 'generate_run', 'solvable_source', 'run_problems', 'solvability_run', 'solver_solvability',
+           'accuracy_vs_budget', 'outcome_labels']
 
 # %% ../nbs/03b_shards.ipynb #9da517a8
 RUN_FILE = "_run.json"
+
+def family(name):
+    "Task family `name`: a reasoning-gym one (`tasks.get_family`) or ours with an exact solver (`search.COUNTDOWN`)."
+    return search.COUNTDOWN if name == search.COUNTDOWN.name else get_family(name)
+
+def _score(answer, problem) -> bool: return family(problem.family).score(answer, problem)
 
 def shard_seed(seed, model, task, difficulty, shard) -> int:
     "Seed of one shard, from (seed, model, task, difficulty, shard) through `np.random.SeedSequence`."
@@ -61,7 +69,7 @@ def plan_shards(model,                # model name (seeds)
     _check_int(n_problems, "n_problems"); _check_int(batch_size, "batch_size"); _check_int(samples, "samples")
     out = []
     for task in tasks:
-        fam = get_family(task)
+        fam = family(task)
         ds = difficulties.get(task) if isinstance(difficulties, dict) else difficulties
         if not ds: raise ValueError(f"difficulties for task {task!r} are missing; give a list (levels {fam.difficulties})")
         for d in ds:
@@ -125,7 +133,7 @@ def run_traces(lm,                    # an `adalib.models.LM`, or a zero-argumen
             lm, loader = loader(), None
             if lm.name != name: raise ValueError(f"the loader returned model {lm.name!r} but name={name!r}; they must agree")
         bar.set_postfix_str(sh.path.name)
-        b = generate_batch(lm, sh.problems, budget=budget, probe_every=probe_every, answer_max_tokens=answer_max_tokens,
+        b = generate_batch(lm, sh.problems, budget=budget, probe_every=probe_every, answer_max_tokens=answer_max_tokens, score=_score,
                            temperature=temperature, seed=sh.seed, samples=sh.samples, hidden=hidden,
                            force_thinking=force_thinking)
         for m in b.meta: m.update(shard=sh.path.name, problem_seed=int(problem_seed))
@@ -135,7 +143,8 @@ def run_traces(lm,                    # an `adalib.models.LM`, or a zero-argumen
 
 # %% ../nbs/03b_shards.ipynb #66701642
 def _loaders(data_dir) -> dict:
-    return {"tiny-reasoner": lambda: load_tiny_reasoner(data_dir=data_dir), "smollm2-135m": load_smollm2}
+    return {"tiny-reasoner": lambda: load_tiny_reasoner(data_dir=data_dir), "smollm2-135m": load_smollm2,
+            "search-reasoner": lambda: load_tiny_reasoner(size="search-reasoner", data_dir=data_dir)}
 
 def model_loader(run: str, model: str | None = None, data_dir="data", loaders: dict | None = None) -> Callable:
     "A zero-argument loader of checkpoint `model` (default `run`; one of `loaders`) whose LM is renamed to `run`."
@@ -194,7 +203,7 @@ def _read_solvable(path: Path, params: dict) -> pd.DataFrame:
 
 def _solvable_batch(lm, probs, params, progress_seed) -> pd.DataFrame:
     k = params["k"]
-    b = generate_batch(lm, [p for p in probs for _ in range(k)], budget=params["budget"], probe_every=params["budget"],
+    b = generate_batch(lm, [p for p in probs for _ in range(k)], budget=params["budget"], probe_every=params["budget"], score=_score,
                        temperature=params["temperature"], seed=progress_seed, samples=[s for _ in probs for s in range(k)], hidden=False)
     m = pd.DataFrame(b.meta)
     n = m.groupby("problem_id", sort=False)["final_correct"].sum()
@@ -227,6 +236,29 @@ def solvability_run(lm,               # an `adalib.models.LM`, or a zero-argumen
         tmp = path.with_name(path.name + ".tmp"); old.to_parquet(tmp, index=False); tmp.replace(path)
     want = [p.id for p in problems]
     return old.set_index("problem_id").loc[want].reset_index() if want else old.iloc[:0]
+
+# %% ../nbs/03b_shards.ipynb #5e7a9c13
+SOLVER_SOURCE = "solver (exact search)"
+
+def solver_solvability(problems, passk: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per problem: problem_id, task, difficulty, solvable (from the solver label in `entry['metadata']['solvable']`),
+    source, nodes; with `passk` (a `solvability_run` table) also k, passk_n_correct and passk_solvable."""
+    rows = []
+    for p in problems:
+        md = (p.entry or {}).get("metadata", {})
+        if not isinstance(md.get("solvable"), (bool, np.bool_)):
+            raise ValueError(f"problem {p.id} has no solver label (entry['metadata']['solvable']); use solvability_run (pass@k) for this task")
+        rows.append(dict(problem_id=p.id, task=p.family, difficulty=int(p.difficulty), solvable=bool(md["solvable"]),
+                         source=SOLVER_SOURCE, nodes=int(md.get("nodes", -1))))
+    out = pd.DataFrame(rows)
+    if passk is not None:
+        pk = passk.set_index("problem_id")
+        miss = sorted(set(out.problem_id) - set(pk.index))
+        if miss: raise ValueError(f"passk lacks problems {miss[:3]} (of {len(miss)}); run solvability_run on the same problems")
+        out["k"] = pk.loc[out.problem_id, "k"].to_numpy(int)
+        out["passk_n_correct"] = pk.loc[out.problem_id, "n_correct"].to_numpy(int)
+        out["passk_solvable"] = out["passk_n_correct"] > 0
+    return out
 
 # %% ../nbs/03b_shards.ipynb #ea06ea3b
 def accuracy_vs_budget(ts, budgets=None, by=("model", "task", "difficulty")) -> pd.DataFrame:

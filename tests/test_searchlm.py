@@ -79,3 +79,44 @@ def test_bad_input_raises(two_number):
     with pytest.raises(ValueError, match="budgets"): searchlm.correct_at(pd.DataFrame(columns=["trace_id", "tokens", "correct"]), [])
     with pytest.raises(ValueError, match="params lacks"): searchlm.fit_or_load("/tmp/nowhere", {"size": "search-toy"})
     with pytest.raises(ValueError, match="not a Countdown problem"): searchlm.as_countdown(object())
+
+
+def test_reuse_refuses_another_difficulty_grid(tmp_path, monkeypatch):
+    folder = tmp_path / "search-reasoner"
+    searchlm.fit_or_load(folder, _params(), progress=False)
+    assert searchlm.fit_or_load(folder, _params(), progress=False)[2]
+    monkeypatch.setattr(search, "LEVELS", {**search.LEVELS, 1: {**search.LEVELS[1], "value_range": (1, 9)}})
+    assert not searchlm.fit_or_load(folder, _params(), progress=False)[2]   # other training problems: retrained
+
+
+def test_held_out_problems_never_meet_training_problems():
+    sp = searchlm.split_problems(60, 10, 10, seed=3)
+    train = {p.key for p in sp["train"] + sp["val"]}
+    for d in search.LEVELS:
+        drawn = search.COUNTDOWN.generate(40, d, seed=11)
+        assert {p.entry["metadata"]["key"] for p in drawn}.isdisjoint(train)
+        assert all(search.key_split(p.entry["metadata"]["key"]) == "test" for p in drawn)
+    # the same grid without the split filter does meet training keys: the filter is what keeps them apart
+    loose = {p.key for p in search.make_grid(400, seed=3, levels={1: search.LEVELS[1]})}
+    assert loose & train
+
+
+def test_countdown_runs_through_the_trace_machinery_with_solver_labels(tmp_path):
+    from adalib.shards import run_traces, run_problems, solver_solvability, SOLVER_SOURCE
+    from adalib.traces import TraceSet, SOLVABLE_FILE
+    torch.set_num_threads(1)
+    lm = searchlm.new_search_lm("search-toy", seed=0, max_positions=64)
+    lm.name = "toy-search"
+    spec = dict(tasks=["countdown"], difficulties=[1, 3], n_problems=3, problem_seed=5)
+    res = run_traces(lm, tmp_path / "toy-search", batch_size=4, budget=12, probe_every=4, answer_max_tokens=6,
+                     hidden=True, progress=False, **spec)
+    assert res["shards"] == 2 and len(res["written"]) == 2
+    probs = run_problems(spec)
+    solver_solvability(probs).to_parquet(tmp_path / "toy-search" / SOLVABLE_FILE, index=False)
+    ts = TraceSet.read(tmp_path / "toy-search", hidden=True)
+    assert ts.n == 6 and ts.solvable_source == SOLVER_SOURCE
+    want = {p.id: p.entry["metadata"]["solvable"] for p in probs}
+    assert all(ts.meta["solvable"].to_numpy() == ts.meta["problem_id"].map(want).to_numpy())
+    # a probe answer is scored by the verifier: the gold answer of every problem is right, a wrong path is not
+    for p in probs:
+        assert search.COUNTDOWN.score(p.gold, p) and not search.COUNTDOWN.score("1 + 1 = 2", p)
