@@ -242,7 +242,8 @@ SOLVER_SOURCE = "solver (exact search)"
 
 def solver_solvability(problems, passk: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per problem: problem_id, task, difficulty, solvable (from the solver label in `entry['metadata']['solvable']`),
-    source, nodes; with `passk` (a `solvability_run` table) also k, passk_n_correct and passk_solvable."""
+    source, nodes; with `passk` (a `solvability_run` table) also k, passk_n_correct and passk_solvable (1.0 / 0.0),
+    NaN for problems `passk` does not cover (a stated subset was sampled)."""
     rows = []
     for p in problems:
         md = (p.entry or {}).get("metadata", {})
@@ -253,11 +254,11 @@ def solver_solvability(problems, passk: pd.DataFrame | None = None) -> pd.DataFr
     out = pd.DataFrame(rows)
     if passk is not None:
         pk = passk.set_index("problem_id")
-        miss = sorted(set(out.problem_id) - set(pk.index))
-        if miss: raise ValueError(f"passk lacks problems {miss[:3]} (of {len(miss)}); run solvability_run on the same problems")
-        out["k"] = pk.loc[out.problem_id, "k"].to_numpy(int)
-        out["passk_n_correct"] = pk.loc[out.problem_id, "n_correct"].to_numpy(int)
-        out["passk_solvable"] = out["passk_n_correct"] > 0
+        extra = sorted(set(pk.index) - set(out.problem_id))
+        if extra: raise ValueError(f"passk holds problems {extra[:3]} (of {len(extra)}) that are not in problems; pass the same run's problems")
+        out["k"] = out["problem_id"].map(pk["k"]).astype(float)
+        out["passk_n_correct"] = out["problem_id"].map(pk["n_correct"]).astype(float)
+        out["passk_solvable"] = (out["passk_n_correct"] > 0).astype(float).where(out["passk_n_correct"].notna())
     return out
 
 # %% ../nbs/03b_shards.ipynb #ea06ea3b
