@@ -7,6 +7,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from adalib.traces import TraceSet, Padded, write_shard, synthetic_traces, validate_frame, hidden_path, TMP_MARK, SOLVABLE_FILE
+from adalib import search
+from adalib.shards import SOLVER_SOURCE
 
 
 def good_df():
@@ -367,7 +369,7 @@ def test_supplied_solvable_survives_construction_write_and_read(tmp_path):
 
 
 def test_committed_traces_solvable_from_independent_evidence():
-    "Committed trace folders with `_solvable.parquet` take `solvable` from it (pass@k of fresh samples), never from the trace itself."
+    "Committed trace folders with `_solvable.parquet` take `solvable` from it (pass@k of fresh samples, or an exact solver), never from the trace itself."
     root = Path(__file__).resolve().parents[1] / "data" / "traces"
     for d in sorted(p for p in root.iterdir() if p.is_dir()):
         ts = TraceSet.read(d)
@@ -376,8 +378,21 @@ def test_committed_traces_solvable_from_independent_evidence():
             assert ts.solvable_source == "last_checkpoint"; continue
         tab = pd.read_parquet(f).set_index("problem_id")
         hit = ts.meta["problem_id"].isin(tab.index).to_numpy()
-        assert hit.any() and (ts.solvable_sources[hit].str.startswith("pass@")).all()
         assert (ts.meta["solvable"].to_numpy()[hit] == tab.loc[ts.meta["problem_id"][hit], "solvable"].to_numpy()).all()
+        if (tab["source"] == SOLVER_SOURCE).all():   # an exact solver's label, re-derived here from the problem itself
+            assert hit.all() and (ts.solvable_sources == SOLVER_SOURCE).all()
+            gold = ts.meta.set_index("problem_id")["gold"]
+            assert (tab["solvable"] == (gold.reindex(tab.index) != "none")).all()   # solvable iff the solver's answer is a path
+            lvl1 = tab[tab["difficulty"] == 1]
+            seed_ = int(lvl1.index[0].split("-")[2][1:])
+            regen = {p.id: p for p in search.COUNTDOWN.generate(int(lvl1.index.str.rsplit("-", n=1).str[-1].astype(int).max()) + 1, 1, seed=seed_)}
+            for pid, r in lvl1.sample(50, random_state=0).iterrows():   # the label re-derived by the solver from the regenerated problem
+                md = regen[pid].entry["metadata"]
+                assert search.solve(search.Countdown(tuple(md["numbers"]), md["target"], md["ops"])).solvable == r["solvable"]
+            sampled = tab["passk_n_correct"].notna()
+            assert sampled.sum() >= 4 * 100 and (tab.loc[sampled, "k"] >= 4).all()   # pass@4 beside it, on the stated subset
+            continue
+        assert hit.any() and (ts.solvable_sources[hit].str.startswith("pass@")).all()
         assert (tab["solvable"] == (tab["n_correct"] > 0)).all() and (tab["k"] >= 4).all()
 
 
